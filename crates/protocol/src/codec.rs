@@ -1,0 +1,216 @@
+//! Frame decoding and message encoding, for both encodings of the protocol.
+//!
+//! Inbound, a frame (JSON text or MessagePack binary) decodes to a list of message values: one
+//! object, or an array of them (a batch). Outbound, a message is encoded once per encoding and
+//! shared ([`SharedFrame`]); a batch frame is built by concatenating already-encoded messages
+//! ([`write_batch`]), so batching never re-encodes anything.
+
+use bytes::Bytes;
+use serde_json::Value;
+use std::sync::OnceLock;
+
+use crate::server::ServerMessage;
+
+/// The encoding of the frames the server sends to one connection, chosen by subprotocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Json,
+    MsgPack,
+}
+
+impl Encoding {
+    pub const JSON_PROTOCOL: &'static str = "switchyard.v1.json";
+    pub const MSGPACK_PROTOCOL: &'static str = "switchyard.v1.msgpack";
+
+    /// The encoding named by a `Sec-WebSocket-Protocol` token, if we support it.
+    pub fn from_subprotocol(name: &str) -> Option<Encoding> {
+        match name.trim() {
+            Self::JSON_PROTOCOL => Some(Encoding::Json),
+            Self::MSGPACK_PROTOCOL => Some(Encoding::MsgPack),
+            _ => None,
+        }
+    }
+
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Encoding::Json => Self::JSON_PROTOCOL,
+            Encoding::MsgPack => Self::MSGPACK_PROTOCOL,
+        }
+    }
+}
+
+/// Why a whole frame was refused; nothing of it is processed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("a batch must hold at least one message")]
+    EmptyBatch,
+    #[error("a batch holds at most {max} messages (got {got})")]
+    BatchTooLarge { got: usize, max: usize },
+}
+
+/// Decodes one inbound frame into its message values. `binary` says whether it arrived as a
+/// binary (MessagePack) or text (JSON) frame: clients may use either at any time.
+pub fn decode_frame(payload: &[u8], binary: bool, max_batch: usize) -> Result<Vec<Value>, FrameError> {
+    let value: Value = if binary {
+        rmp_serde::from_slice(payload).map_err(|e| FrameError::Malformed(format!("invalid MessagePack: {e}")))?
+    } else {
+        serde_json::from_slice(payload).map_err(|e| FrameError::Malformed(format!("invalid JSON: {e}")))?
+    };
+    match value {
+        Value::Array(items) if items.is_empty() => Err(FrameError::EmptyBatch),
+        Value::Array(items) if items.len() > max_batch => Err(FrameError::BatchTooLarge {
+            got: items.len(),
+            max: max_batch,
+        }),
+        Value::Array(items) => Ok(items),
+        other => Ok(vec![other]),
+    }
+}
+
+/// Encodes one message. Encoding a [`ServerMessage`] cannot fail (every field is a plain value
+/// or a `serde_json::Value`), so a failure here is a bug, reported as an `internal` error frame.
+pub fn encode(message: &ServerMessage, encoding: Encoding) -> Bytes {
+    let result = match encoding {
+        Encoding::Json => serde_json::to_vec(message).map_err(|e| e.to_string()),
+        Encoding::MsgPack => rmp_serde::to_vec_named(message).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(e) => {
+            let fallback = ServerMessage::error(crate::ErrorCode::Internal, format!("encoding failed: {e}"), None);
+            match encoding {
+                Encoding::Json => Bytes::from(serde_json::to_vec(&fallback).unwrap_or_default()),
+                Encoding::MsgPack => Bytes::from(rmp_serde::to_vec_named(&fallback).unwrap_or_default()),
+            }
+        }
+    }
+}
+
+/// A message shared by every recipient on this node, encoded at most once per encoding, on
+/// first use. The fan-out path hands out `Arc<SharedFrame>`: one refcount per delivery.
+#[derive(Debug)]
+pub struct SharedFrame {
+    message: ServerMessage,
+    json: OnceLock<Bytes>,
+    msgpack: OnceLock<Bytes>,
+}
+
+impl SharedFrame {
+    pub fn new(message: ServerMessage) -> Self {
+        SharedFrame {
+            message,
+            json: OnceLock::new(),
+            msgpack: OnceLock::new(),
+        }
+    }
+
+    pub fn message(&self) -> &ServerMessage {
+        &self.message
+    }
+
+    /// The encoded message; encodes it the first time an encoding is asked for.
+    pub fn encoded(&self, encoding: Encoding) -> &Bytes {
+        let cell = match encoding {
+            Encoding::Json => &self.json,
+            Encoding::MsgPack => &self.msgpack,
+        };
+        cell.get_or_init(|| encode(&self.message, encoding))
+    }
+}
+
+/// Builds one frame from already-encoded messages: the message itself when there is one, an
+/// array of them otherwise (`[a,b]` in JSON, a MessagePack array header then the items).
+pub fn write_batch<'a>(encoding: Encoding, parts: impl ExactSizeIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+    let n = parts.len();
+    if n == 1 {
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+        return;
+    }
+    match encoding {
+        Encoding::Json => {
+            out.push(b'[');
+            for (i, part) in parts.enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(part);
+            }
+            out.push(b']');
+        }
+        Encoding::MsgPack => {
+            write_msgpack_array_len(n, out);
+            for part in parts {
+                out.extend_from_slice(part);
+            }
+        }
+    }
+}
+
+fn write_msgpack_array_len(n: usize, out: &mut Vec<u8>) {
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else if n <= u16::MAX as usize {
+        out.push(0xdc);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdd);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Ref;
+
+    fn pong(ts: u64) -> ServerMessage {
+        ServerMessage::Pong { ts, reference: Some(Ref::Int(1)) }
+    }
+
+    #[test]
+    fn decodes_objects_and_batches() {
+        assert_eq!(decode_frame(br#"{"type":"ping"}"#, false, 100).unwrap().len(), 1);
+        assert_eq!(decode_frame(br#"[{"type":"ping"},{"type":"ping"}]"#, false, 100).unwrap().len(), 2);
+        assert_eq!(decode_frame(b"[]", false, 100), Err(FrameError::EmptyBatch));
+        assert!(matches!(decode_frame(b"{", false, 100), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            decode_frame(b"[1,2,3]", false, 2),
+            Err(FrameError::BatchTooLarge { got: 3, max: 2 })
+        ));
+        let mp = rmp_serde::to_vec_named(&serde_json::json!({"type": "ping", "ref": 3})).unwrap();
+        assert_eq!(decode_frame(&mp, true, 100).unwrap()[0]["ref"], 3);
+        assert!(matches!(decode_frame(&[0xc1], true, 100), Err(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn batches_concatenate_encoded_messages() {
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            let frames: Vec<SharedFrame> = (0..20).map(|i| SharedFrame::new(pong(i))).collect();
+            let mut out = Vec::new();
+            write_batch(encoding, frames.iter().map(|f| f.encoded(encoding).as_ref()), &mut out);
+            let decoded: Vec<ServerMessage> = match encoding {
+                Encoding::Json => serde_json::from_slice(&out).unwrap(),
+                Encoding::MsgPack => rmp_serde::from_slice(&out).unwrap(),
+            };
+            assert_eq!(decoded, (0..20).map(pong).collect::<Vec<_>>());
+        }
+        let one = SharedFrame::new(pong(5));
+        let mut out = Vec::new();
+        write_batch(Encoding::Json, std::iter::once(one.encoded(Encoding::Json).as_ref()), &mut out);
+        assert_eq!(serde_json::from_slice::<ServerMessage>(&out).unwrap(), pong(5));
+    }
+
+    #[test]
+    fn shared_frame_encodes_once() {
+        let f = SharedFrame::new(pong(1));
+        let a = f.encoded(Encoding::Json).as_ptr();
+        let b = f.encoded(Encoding::Json).as_ptr();
+        assert_eq!(a, b);
+        let json: serde_json::Value = serde_json::from_slice(f.encoded(Encoding::Json)).unwrap();
+        assert_eq!(json, serde_json::json!({"type": "pong", "ts": 1, "ref": 1}));
+    }
+}
