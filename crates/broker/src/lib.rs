@@ -47,9 +47,15 @@ pub struct DurableDraft {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DurableBody {
     /// A chat `message` (delivered as `new-message`).
-    Message { text: String, data: Option<serde_json::Value> },
+    Message {
+        text: String,
+        data: Option<serde_json::Value>,
+    },
     /// A custom `event` (from `publish` or the HTTP API).
-    Event { event: String, data: serde_json::Value },
+    Event {
+        event: String,
+        data: serde_json::Value,
+    },
 }
 
 impl DurableDraft {
@@ -118,7 +124,9 @@ pub struct RoomEvent {
 pub enum UserEvent {
     Event(Arc<SharedFrame>),
     /// Close every connection of the user with 1008.
-    Disconnect { reason: String },
+    Disconnect {
+        reason: String,
+    },
 }
 
 /// What a broker delivers to: the gateway's table of local subscribers. Calls must not block:
@@ -142,19 +150,32 @@ pub struct PresenceConn {
 pub trait Broker: Send + Sync + 'static {
     /// Publishes a durable message: dedupe, next seq, history append, delivery to every node
     /// serving the room, in one step so the order is the same everywhere.
-    async fn publish_durable(&self, room_id: &str, draft: DurableDraft) -> Result<Published, BrokerError>;
+    async fn publish_durable(
+        &self,
+        room_id: &str,
+        draft: DurableDraft,
+    ) -> Result<Published, BrokerError>;
 
     /// Publishes a volatile room event (typing, cursors): no seq, no history.
-    async fn publish_volatile(&self, room_id: &str, message: ServerMessage, exclude_user: Option<Arc<str>>)
-        -> Result<(), BrokerError>;
+    async fn publish_volatile(
+        &self,
+        room_id: &str,
+        message: ServerMessage,
+        exclude_user: Option<Arc<str>>,
+    ) -> Result<(), BrokerError>;
 
     /// Sends an event or command to every connection of a user, on every node.
     async fn publish_user(&self, user_id: &str, event: UserEvent) -> Result<(), BrokerError>;
 
     /// Reads durable messages with a seq above `since_seq` (none when `None`), with the room's
     /// position. `epoch`, when given, is the epoch the caller's `since_seq` belongs to.
-    async fn history(&self, room_id: &str, since_seq: Option<u64>, epoch: Option<&str>, limit: usize)
-        -> Result<HistoryPage, BrokerError>;
+    async fn history(
+        &self,
+        room_id: &str,
+        since_seq: Option<u64>,
+        epoch: Option<&str>,
+        limit: usize,
+    ) -> Result<HistoryPage, BrokerError>;
 
     async fn subscribe_room(&self, room_id: &str) -> Result<(), BrokerError>;
     async fn unsubscribe_room(&self, room_id: &str);
@@ -163,7 +184,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Adds a connection to a room's presence and returns the members. When it is the user's
     /// first connection in the room, the broker publishes `presence:join` to the room.
-    async fn presence_join(&self, room_id: &str, conn: &PresenceConn, member: Member) -> Result<Vec<Member>, BrokerError>;
+    async fn presence_join(
+        &self,
+        room_id: &str,
+        conn: &PresenceConn,
+        member: Member,
+    ) -> Result<Vec<Member>, BrokerError>;
 
     /// Removes a connection from a room's presence. When it was the user's last, the broker
     /// publishes `presence:leave` to the room.

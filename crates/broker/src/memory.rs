@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use switchyard_protocol::{now_ms, Member, ServerMessage, SharedFrame};
 
 use crate::{
-    Broker, BrokerError, DurableDraft, EventSink, HistoryPage, PresenceConn, Published, RoomEvent, UserEvent,
-    DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_S, IDEMPOTENCY_TTL_S,
+    Broker, BrokerError, DurableDraft, EventSink, HistoryPage, PresenceConn, Published, RoomEvent,
+    UserEvent, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_S, IDEMPOTENCY_TTL_S,
 };
 
 /// Most `tempId`s remembered per room; past it the oldest is forgotten (policy: evict oldest).
@@ -47,7 +47,7 @@ struct Inner {
     config: MemoryConfig,
     sink: Arc<dyn EventSink>,
     rooms: Mutex<HashMap<Arc<str>, Arc<Mutex<RoomLog>>>>,
-    presence: Mutex<HashMap<Arc<str>, HashMap<Arc<str>, PresentUser>>>,
+    presence: Mutex<HashMap<Arc<str>, RoomPresence>>,
     /// Local subscribers per room: a room with subscribers is never swept.
     subscriptions: Mutex<HashMap<Arc<str>, usize>>,
 }
@@ -65,6 +65,9 @@ struct Stored {
     at: Instant,
     frame: Arc<SharedFrame>,
 }
+
+/// A room's present users, by user id.
+type RoomPresence = HashMap<Arc<str>, PresentUser>;
 
 struct PresentUser {
     member: Member,
@@ -93,13 +96,17 @@ impl RoomLog {
 
     fn prune(&mut self, config: &MemoryConfig, now: Instant) {
         while self.history.len() > config.history_size
-            || self.history.front().is_some_and(|m| now.duration_since(m.at) > config.history_ttl)
+            || self
+                .history
+                .front()
+                .is_some_and(|m| now.duration_since(m.at) > config.history_ttl)
         {
             self.history.pop_front();
         }
         let ttl = Duration::from_secs(IDEMPOTENCY_TTL_S);
         while let Some((at, _)) = self.temp_id_expiry.front() {
-            if now.duration_since(*at) <= ttl && self.temp_id_expiry.len() <= MAX_TEMP_IDS_PER_ROOM {
+            if now.duration_since(*at) <= ttl && self.temp_id_expiry.len() <= MAX_TEMP_IDS_PER_ROOM
+            {
                 break;
             }
             if let Some((_, key)) = self.temp_id_expiry.pop_front() {
@@ -169,18 +176,27 @@ async fn sweep(inner: Weak<Inner>) {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn publish_durable(&self, room_id: &str, draft: DurableDraft) -> Result<Published, BrokerError> {
+    async fn publish_durable(
+        &self,
+        room_id: &str,
+        draft: DurableDraft,
+    ) -> Result<Published, BrokerError> {
         let inner = &self.inner;
         let room = inner.room(room_id);
         let mut log = lock(&room);
         let now = Instant::now();
         log.prune(&inner.config, now);
-        let key = draft
-            .temp_id
-            .as_ref()
-            .map(|t| (Arc::<str>::from(draft.user_id.as_deref().unwrap_or("")), t.to_string()));
+        let key = draft.temp_id.as_ref().map(|t| {
+            (
+                Arc::<str>::from(draft.user_id.as_deref().unwrap_or("")),
+                t.to_string(),
+            )
+        });
         if let Some(first) = key.as_ref().and_then(|k| log.temp_ids.get(k)) {
-            return Ok(Published { duplicate: true, ..first.clone() });
+            return Ok(Published {
+                duplicate: true,
+                ..first.clone()
+            });
         }
         log.seq += 1;
         let published = Published {
@@ -189,16 +205,25 @@ impl Broker for MemoryBroker {
             ts: now_ms(),
             duplicate: false,
         };
-        let message = draft.into_message(room_id, published.id.clone(), published.seq, published.ts);
+        let message =
+            draft.into_message(room_id, published.id.clone(), published.seq, published.ts);
         let frame = Arc::new(SharedFrame::new(message));
-        log.history.push_back(Stored { seq: published.seq, at: now, frame: frame.clone() });
+        log.history.push_back(Stored {
+            seq: published.seq,
+            at: now,
+            frame: frame.clone(),
+        });
         if let Some(key) = key {
             log.temp_ids.insert(key.clone(), published.clone());
             log.temp_id_expiry.push_back((now, key));
         }
         log.prune(&inner.config, now);
         // Delivered under the room's lock: concurrent publishers reach every queue in seq order.
-        let event = RoomEvent { frame, durable: Some((published.seq, log.epoch.clone())), exclude_user: None };
+        let event = RoomEvent {
+            frame,
+            durable: Some((published.seq, log.epoch.clone())),
+            exclude_user: None,
+        };
         inner.sink.room_event(room_id, &event);
         Ok(published)
     }
@@ -209,7 +234,11 @@ impl Broker for MemoryBroker {
         message: ServerMessage,
         exclude_user: Option<Arc<str>>,
     ) -> Result<(), BrokerError> {
-        let event = RoomEvent { frame: Arc::new(SharedFrame::new(message)), durable: None, exclude_user };
+        let event = RoomEvent {
+            frame: Arc::new(SharedFrame::new(message)),
+            durable: None,
+            exclude_user,
+        };
         self.inner.sink.room_event(room_id, &event);
         Ok(())
     }
@@ -229,8 +258,15 @@ impl Broker for MemoryBroker {
         let room = self.inner.room(room_id);
         let mut log = lock(&room);
         log.prune(&self.inner.config, Instant::now());
-        let mut page = HistoryPage { messages: Vec::new(), seq: log.seq, epoch: log.epoch.clone(), complete: true };
-        let Some(since) = since_seq else { return Ok(page) };
+        let mut page = HistoryPage {
+            messages: Vec::new(),
+            seq: log.seq,
+            epoch: log.epoch.clone(),
+            complete: true,
+        };
+        let Some(since) = since_seq else {
+            return Ok(page);
+        };
         if epoch.is_some_and(|e| *e != *log.epoch) || since > log.seq {
             page.complete = false;
             return Ok(page);
@@ -248,7 +284,9 @@ impl Broker for MemoryBroker {
     }
 
     async fn subscribe_room(&self, room_id: &str) -> Result<(), BrokerError> {
-        *lock(&self.inner.subscriptions).entry(Arc::from(room_id)).or_insert(0) += 1;
+        *lock(&self.inner.subscriptions)
+            .entry(Arc::from(room_id))
+            .or_insert(0) += 1;
         Ok(())
     }
 
@@ -268,13 +306,21 @@ impl Broker for MemoryBroker {
 
     async fn unsubscribe_user(&self, _user_id: &str) {}
 
-    async fn presence_join(&self, room_id: &str, conn: &PresenceConn, member: Member) -> Result<Vec<Member>, BrokerError> {
+    async fn presence_join(
+        &self,
+        room_id: &str,
+        conn: &PresenceConn,
+        member: Member,
+    ) -> Result<Vec<Member>, BrokerError> {
         let (members, joined) = {
             let mut presence = lock(&self.inner.presence);
             let room = presence.entry(Arc::from(room_id)).or_default();
             let user = room
                 .entry(conn.user_id.clone())
-                .or_insert_with(|| PresentUser { member: member.clone(), connections: Vec::new() });
+                .or_insert_with(|| PresentUser {
+                    member: member.clone(),
+                    connections: Vec::new(),
+                });
             let first = user.connections.is_empty();
             if !user.connections.contains(&conn.connection_id) {
                 user.connections.push(conn.connection_id.clone());
@@ -283,8 +329,12 @@ impl Broker for MemoryBroker {
             (sorted_members(room), joined)
         };
         if let Some(member) = joined {
-            let message = ServerMessage::PresenceJoin { room_id: room_id.to_owned(), member };
-            self.publish_volatile(room_id, message, Some(conn.user_id.clone())).await?;
+            let message = ServerMessage::PresenceJoin {
+                room_id: room_id.to_owned(),
+                member,
+            };
+            self.publish_volatile(room_id, message, Some(conn.user_id.clone()))
+                .await?;
         }
         Ok(members)
     }
@@ -292,8 +342,12 @@ impl Broker for MemoryBroker {
     async fn presence_leave(&self, room_id: &str, conn: &PresenceConn) -> Result<(), BrokerError> {
         let left = {
             let mut presence = lock(&self.inner.presence);
-            let Some(room) = presence.get_mut(room_id) else { return Ok(()) };
-            let Some(user) = room.get_mut(&conn.user_id) else { return Ok(()) };
+            let Some(room) = presence.get_mut(room_id) else {
+                return Ok(());
+            };
+            let Some(user) = room.get_mut(&conn.user_id) else {
+                return Ok(());
+            };
             user.connections.retain(|c| *c != conn.connection_id);
             let left = user.connections.is_empty();
             if left {
@@ -305,14 +359,21 @@ impl Broker for MemoryBroker {
             left
         };
         if left {
-            let message = ServerMessage::PresenceLeave { room_id: room_id.to_owned(), user_id: conn.user_id.to_string() };
-            self.publish_volatile(room_id, message, Some(conn.user_id.clone())).await?;
+            let message = ServerMessage::PresenceLeave {
+                room_id: room_id.to_owned(),
+                user_id: conn.user_id.to_string(),
+            };
+            self.publish_volatile(room_id, message, Some(conn.user_id.clone()))
+                .await?;
         }
         Ok(())
     }
 
     async fn presence_members(&self, room_id: &str) -> Result<Vec<Member>, BrokerError> {
-        Ok(lock(&self.inner.presence).get(room_id).map(sorted_members).unwrap_or_default())
+        Ok(lock(&self.inner.presence)
+            .get(room_id)
+            .map(sorted_members)
+            .unwrap_or_default())
     }
 
     fn is_ready(&self) -> bool {
@@ -320,9 +381,13 @@ impl Broker for MemoryBroker {
     }
 }
 
-fn sorted_members(room: &HashMap<Arc<str>, PresentUser>) -> Vec<Member> {
+fn sorted_members(room: &RoomPresence) -> Vec<Member> {
     let mut members: Vec<Member> = room.values().map(|u| u.member.clone()).collect();
-    members.sort_by(|a, b| a.joined_at.cmp(&b.joined_at).then_with(|| a.user_id.cmp(&b.user_id)));
+    members.sort_by(|a, b| {
+        a.joined_at
+            .cmp(&b.joined_at)
+            .then_with(|| a.user_id.cmp(&b.user_id))
+    });
     members
 }
 
@@ -346,14 +411,23 @@ mod tests {
             user_id: Some(user.into()),
             name: None,
             temp_id: Some(Ref::Str(temp.into())),
-            body: DurableBody::Message { text: "hi".into(), data: None },
+            body: DurableBody::Message {
+                text: "hi".into(),
+                data: None,
+            },
         }
     }
 
     #[tokio::test]
     async fn seq_dedupe_and_history() {
         let sink = Arc::new(Collect::default());
-        let broker = MemoryBroker::new(MemoryConfig { history_size: 3, ..Default::default() }, sink.clone());
+        let broker = MemoryBroker::new(
+            MemoryConfig {
+                history_size: 3,
+                ..Default::default()
+            },
+            sink.clone(),
+        );
         let a = broker.publish_durable("r", draft("u", "1")).await.unwrap();
         let b = broker.publish_durable("r", draft("u", "2")).await.unwrap();
         let again = broker.publish_durable("r", draft("u", "1")).await.unwrap();
@@ -361,28 +435,63 @@ mod tests {
         assert_eq!((a.seq, b.seq, other_user.seq), (1, 2, 3));
         assert!(again.duplicate && again.seq == 1 && again.id == a.id);
         assert_eq!(lock(&sink.0).len(), 3, "a duplicate is not delivered again");
-        assert_eq!(broker.publish_durable("s", draft("u", "1")).await.unwrap().seq, 1, "seq is per room");
+        assert_eq!(
+            broker
+                .publish_durable("s", draft("u", "1"))
+                .await
+                .unwrap()
+                .seq,
+            1,
+            "seq is per room"
+        );
 
         let page = broker.history("r", Some(1), None, 10).await.unwrap();
         assert!(page.complete);
-        assert_eq!(page.messages.iter().map(|m| m.message().seq().unwrap()).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            page.messages
+                .iter()
+                .map(|m| m.message().seq().unwrap())
+                .collect::<Vec<_>>(),
+            vec![2, 3]
+        );
         broker.publish_durable("r", draft("u", "3")).await.unwrap();
         let page = broker.history("r", Some(0), None, 10).await.unwrap();
         assert!(!page.complete, "seq 1 fell out of a 3-message history");
-        let page = broker.history("r", Some(2), Some("other-epoch"), 10).await.unwrap();
+        let page = broker
+            .history("r", Some(2), Some("other-epoch"), 10)
+            .await
+            .unwrap();
         assert!(!page.complete && page.messages.is_empty());
         let page = broker.history("r", Some(99), None, 10).await.unwrap();
-        assert!(!page.complete, "a seq from the future means the history was lost");
+        assert!(
+            !page.complete,
+            "a seq from the future means the history was lost"
+        );
     }
 
     #[tokio::test]
     async fn presence_is_per_user() {
         let sink = Arc::new(Collect::default());
         let broker = MemoryBroker::new(MemoryConfig::default(), sink.clone());
-        let member = Member { user_id: "u".into(), name: None, avatar: None, joined_at: 1 };
-        let tab = |c: &str| PresenceConn { connection_id: c.into(), user_id: "u".into() };
+        let member = Member {
+            user_id: "u".into(),
+            name: None,
+            avatar: None,
+            joined_at: 1,
+        };
+        let tab = |c: &str| PresenceConn {
+            connection_id: c.into(),
+            user_id: "u".into(),
+        };
         for c in ["c1", "c2", "c3"] {
-            assert_eq!(broker.presence_join("r", &tab(c), member.clone()).await.unwrap().len(), 1);
+            assert_eq!(
+                broker
+                    .presence_join("r", &tab(c), member.clone())
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
         }
         broker.presence_leave("r", &tab("c1")).await.unwrap();
         broker.presence_leave("r", &tab("c2")).await.unwrap();

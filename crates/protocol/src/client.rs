@@ -14,17 +14,51 @@ use crate::server::ErrorCode;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
     Ping,
-    JoinRoom { room_id: String, since_seq: Option<u64>, epoch: Option<String> },
-    LeaveRoom { room_id: String },
-    Subscribe { room_id: String, since_seq: Option<u64>, epoch: Option<String> },
-    Unsubscribe { room_id: String },
-    Message { room_id: String, temp_id: Ref, text: String, data: Option<Value> },
-    Publish { room_id: String, temp_id: Ref, event: String, data: Value },
-    TypingStart { room_id: String },
-    TypingStop { room_id: String },
-    CursorMove { room_id: String, x: f64, y: f64 },
-    CursorLeave { room_id: String },
-    PresenceSync { room_id: String },
+    JoinRoom {
+        room_id: String,
+        since_seq: Option<u64>,
+        epoch: Option<String>,
+    },
+    LeaveRoom {
+        room_id: String,
+    },
+    Subscribe {
+        room_id: String,
+        since_seq: Option<u64>,
+        epoch: Option<String>,
+    },
+    Unsubscribe {
+        room_id: String,
+    },
+    Message {
+        room_id: String,
+        temp_id: Ref,
+        text: String,
+        data: Option<Value>,
+    },
+    Publish {
+        room_id: String,
+        temp_id: Ref,
+        event: String,
+        data: Value,
+    },
+    TypingStart {
+        room_id: String,
+    },
+    TypingStop {
+        room_id: String,
+    },
+    CursorMove {
+        room_id: String,
+        x: f64,
+        y: f64,
+    },
+    CursorLeave {
+        room_id: String,
+    },
+    PresenceSync {
+        room_id: String,
+    },
 }
 
 impl ClientMessage {
@@ -75,7 +109,12 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Rejection { code, message: message.into(), temp_id: None, retry_after_ms: None }
+        Rejection {
+            code,
+            message: message.into(),
+            temp_id: None,
+            retry_after_ms: None,
+        }
     }
 }
 
@@ -132,14 +171,22 @@ pub fn parse_message(value: Value, limits: &Limits) -> Inbound {
     let Value::Object(map) = &value else {
         return Inbound {
             reference: None,
-            message: Err(Rejection::new(ErrorCode::BadRequest, "a message must be an object")),
+            message: Err(Rejection::new(
+                ErrorCode::BadRequest,
+                "a message must be an object",
+            )),
         };
     };
     let reference = match map.get("ref") {
         None | Some(Value::Null) => None,
         Some(v) => match Ref::from_value("ref", v) {
             Ok(r) => Some(r),
-            Err(e) => return Inbound { reference: None, message: Err(Rejection::new(ErrorCode::BadRequest, e)) },
+            Err(e) => {
+                return Inbound {
+                    reference: None,
+                    message: Err(Rejection::new(ErrorCode::BadRequest, e)),
+                }
+            }
         },
     };
     let message = parse_typed(&value, limits);
@@ -149,21 +196,40 @@ pub fn parse_message(value: Value, limits: &Limits) -> Inbound {
 fn parse_typed(value: &Value, limits: &Limits) -> Result<ClientMessage, Rejection> {
     let kind = match value.get("type") {
         Some(Value::String(t)) => t.as_str(),
-        Some(_) => return Err(Rejection::new(ErrorCode::BadRequest, "`type` must be a string")),
-        None => return Err(Rejection::new(ErrorCode::BadRequest, "missing field `type`")),
+        Some(_) => {
+            return Err(Rejection::new(
+                ErrorCode::BadRequest,
+                "`type` must be a string",
+            ))
+        }
+        None => {
+            return Err(Rejection::new(
+                ErrorCode::BadRequest,
+                "missing field `type`",
+            ))
+        }
     };
     if !CLIENT_TYPES.contains(&kind) {
         let shown: String = kind.chars().take(64).collect();
-        return Err(Rejection::new(ErrorCode::UnknownType, format!("unknown message type {shown:?}")));
+        return Err(Rejection::new(
+            ErrorCode::UnknownType,
+            format!("unknown message type {shown:?}"),
+        ));
     }
     // `message` and `publish` are answered by an ack, which needs their tempId: read it first so
     // that every later refusal can carry it.
     let temp_id = if matches!(kind, "message" | "publish") {
         match value.get("tempId") {
             None | Some(Value::Null) => {
-                return Err(Rejection::new(ErrorCode::BadRequest, format!("`{kind}` needs a tempId")))
+                return Err(Rejection::new(
+                    ErrorCode::BadRequest,
+                    format!("`{kind}` needs a tempId"),
+                ))
             }
-            Some(v) => Some(Ref::from_value("tempId", v).map_err(|e| Rejection::new(ErrorCode::BadRequest, e))?),
+            Some(v) => Some(
+                Ref::from_value("tempId", v)
+                    .map_err(|e| Rejection::new(ErrorCode::BadRequest, e))?,
+            ),
         }
     } else {
         None
@@ -179,13 +245,24 @@ fn parse_typed(value: &Value, limits: &Limits) -> Result<ClientMessage, Rejectio
             room(&f.room_id)?;
             if let Some(epoch) = &f.epoch {
                 if epoch.len() > 64 {
-                    return Err(Rejection::new(ErrorCode::BadRequest, "epoch must be at most 64 characters"));
+                    return Err(Rejection::new(
+                        ErrorCode::BadRequest,
+                        "epoch must be at most 64 characters",
+                    ));
                 }
             }
             if kind == "join-room" {
-                ClientMessage::JoinRoom { room_id: f.room_id, since_seq: f.since_seq, epoch: f.epoch }
+                ClientMessage::JoinRoom {
+                    room_id: f.room_id,
+                    since_seq: f.since_seq,
+                    epoch: f.epoch,
+                }
             } else {
-                ClientMessage::Subscribe { room_id: f.room_id, since_seq: f.since_seq, epoch: f.epoch }
+                ClientMessage::Subscribe {
+                    room_id: f.room_id,
+                    since_seq: f.since_seq,
+                    epoch: f.epoch,
+                }
             }
         }
         "message" => {
@@ -193,18 +270,29 @@ fn parse_typed(value: &Value, limits: &Limits) -> Result<ClientMessage, Rejectio
             room(&f.room_id).map_err(with_temp_id)?;
             let chars = f.text.chars().count();
             if chars == 0 {
-                return Err(with_temp_id(Rejection::new(ErrorCode::BadRequest, "text must not be empty")));
+                return Err(with_temp_id(Rejection::new(
+                    ErrorCode::BadRequest,
+                    "text must not be empty",
+                )));
             }
             if chars > limits.max_text_chars {
                 return Err(with_temp_id(Rejection::new(
                     ErrorCode::TooLarge,
-                    format!("text is {chars} characters; the limit is {}", limits.max_text_chars),
+                    format!(
+                        "text is {chars} characters; the limit is {}",
+                        limits.max_text_chars
+                    ),
                 )));
             }
             if let Some(data) = &f.data {
                 check_data(data, limits).map_err(with_temp_id)?;
             }
-            ClientMessage::Message { room_id: f.room_id, temp_id: temp_id.clone().unwrap_or(Ref::Int(0)), text: f.text, data: f.data }
+            ClientMessage::Message {
+                room_id: f.room_id,
+                temp_id: temp_id.clone().unwrap_or(Ref::Int(0)),
+                text: f.text,
+                data: f.data,
+            }
         }
         "publish" => {
             let f: PublishFields = fields(value).map_err(with_temp_id)?;
@@ -217,15 +305,27 @@ fn parse_typed(value: &Value, limits: &Limits) -> Result<ClientMessage, Rejectio
                 )));
             }
             check_data(&f.data, limits).map_err(with_temp_id)?;
-            ClientMessage::Publish { room_id: f.room_id, temp_id: temp_id.clone().unwrap_or(Ref::Int(0)), event: f.event, data: f.data }
+            ClientMessage::Publish {
+                room_id: f.room_id,
+                temp_id: temp_id.clone().unwrap_or(Ref::Int(0)),
+                event: f.event,
+                data: f.data,
+            }
         }
         "cursor:move" => {
             let f: CursorFields = fields(value)?;
             room(&f.room_id)?;
             if !f.x.is_finite() || !f.y.is_finite() {
-                return Err(Rejection::new(ErrorCode::BadRequest, "x and y must be finite numbers"));
+                return Err(Rejection::new(
+                    ErrorCode::BadRequest,
+                    "x and y must be finite numbers",
+                ));
             }
-            ClientMessage::CursorMove { room_id: f.room_id, x: f.x, y: f.y }
+            ClientMessage::CursorMove {
+                room_id: f.room_id,
+                x: f.x,
+                y: f.y,
+            }
         }
         _ => {
             let RoomOnly { room_id } = fields(value)?;
@@ -256,7 +356,10 @@ fn check_data(data: &Value, limits: &Limits) -> Result<(), Rejection> {
     if size > limits.max_data_bytes {
         return Err(Rejection::new(
             ErrorCode::TooLarge,
-            format!("data is {size} bytes encoded; the limit is {}", limits.max_data_bytes),
+            format!(
+                "data is {size} bytes encoded; the limit is {}",
+                limits.max_data_bytes
+            ),
         ));
     }
     Ok(())
@@ -292,12 +395,31 @@ mod tests {
     fn valid_messages() {
         let m = parse(json!({"type": "join-room", "roomId": "a", "sinceSeq": 3, "ref": "r1"}));
         assert_eq!(m.reference, Some(Ref::Str("r1".into())));
-        assert_eq!(m.message, Ok(ClientMessage::JoinRoom { room_id: "a".into(), since_seq: Some(3), epoch: None }));
-        let m = parse(json!({"type": "message", "roomId": "a", "tempId": "t", "text": "hi", "userId": "ignored"}));
+        assert_eq!(
+            m.message,
+            Ok(ClientMessage::JoinRoom {
+                room_id: "a".into(),
+                since_seq: Some(3),
+                epoch: None
+            })
+        );
+        let m = parse(
+            json!({"type": "message", "roomId": "a", "tempId": "t", "text": "hi", "userId": "ignored"}),
+        );
         assert!(matches!(m.message, Ok(ClientMessage::Message { .. })));
         let m = parse(json!({"type": "cursor:move", "roomId": "a", "x": 1, "y": 0.5}));
-        assert_eq!(m.message, Ok(ClientMessage::CursorMove { room_id: "a".into(), x: 1.0, y: 0.5 }));
-        assert_eq!(parse(json!({"type": "ping"})).message, Ok(ClientMessage::Ping));
+        assert_eq!(
+            m.message,
+            Ok(ClientMessage::CursorMove {
+                room_id: "a".into(),
+                x: 1.0,
+                y: 0.5
+            })
+        );
+        assert_eq!(
+            parse(json!({"type": "ping"})).message,
+            Ok(ClientMessage::Ping)
+        );
     }
 
     #[test]
@@ -307,21 +429,42 @@ mod tests {
         assert_eq!(code(json!({"roomId": "a"})), ErrorCode::BadRequest);
         assert_eq!(code(json!([1])), ErrorCode::BadRequest);
         assert_eq!(code(json!({"type": "join-room"})), ErrorCode::BadRequest);
-        assert_eq!(code(json!({"type": "join-room", "roomId": "bad room"})), ErrorCode::BadRequest);
-        assert_eq!(code(json!({"type": "join-room", "roomId": 5})), ErrorCode::BadRequest);
-        assert_eq!(code(json!({"type": "cursor:move", "roomId": "a", "x": "1", "y": 0})), ErrorCode::BadRequest);
-        let r = parse(json!({"type": "message", "roomId": "a", "tempId": "t", "text": "x".repeat(4001)}));
+        assert_eq!(
+            code(json!({"type": "join-room", "roomId": "bad room"})),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(json!({"type": "join-room", "roomId": 5})),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(json!({"type": "cursor:move", "roomId": "a", "x": "1", "y": 0})),
+            ErrorCode::BadRequest
+        );
+        let r = parse(
+            json!({"type": "message", "roomId": "a", "tempId": "t", "text": "x".repeat(4001)}),
+        );
         let rej = r.message.unwrap_err();
-        assert_eq!((rej.code, rej.temp_id), (ErrorCode::TooLarge, Some(Ref::Str("t".into()))));
-        let rej = parse(json!({"type": "message", "roomId": "a", "text": "x"})).message.unwrap_err();
+        assert_eq!(
+            (rej.code, rej.temp_id),
+            (ErrorCode::TooLarge, Some(Ref::Str("t".into())))
+        );
+        let rej = parse(json!({"type": "message", "roomId": "a", "text": "x"}))
+            .message
+            .unwrap_err();
         assert_eq!((rej.code, rej.temp_id), (ErrorCode::BadRequest, None));
         let big = json!({"type": "publish", "roomId": "a", "tempId": 1, "event": "e", "data": "x".repeat(17 * 1024)});
         assert_eq!(code(big), ErrorCode::TooLarge);
         // 4000 code points of a multi-byte character are within the limit.
-        let ok = parse(json!({"type": "message", "roomId": "a", "tempId": "t", "text": "é".repeat(4000)}));
+        let ok = parse(
+            json!({"type": "message", "roomId": "a", "tempId": "t", "text": "é".repeat(4000)}),
+        );
         assert!(ok.message.is_ok());
         // A bad ref is refused without being echoed.
         let r = parse(json!({"type": "ping", "ref": {"x": 1}}));
-        assert_eq!((r.reference, r.message.unwrap_err().code), (None, ErrorCode::BadRequest));
+        assert_eq!(
+            (r.reference, r.message.unwrap_err().code),
+            (None, ErrorCode::BadRequest)
+        );
     }
 }

@@ -52,11 +52,17 @@ pub enum FrameError {
 
 /// Decodes one inbound frame into its message values. `binary` says whether it arrived as a
 /// binary (MessagePack) or text (JSON) frame: clients may use either at any time.
-pub fn decode_frame(payload: &[u8], binary: bool, max_batch: usize) -> Result<Vec<Value>, FrameError> {
+pub fn decode_frame(
+    payload: &[u8],
+    binary: bool,
+    max_batch: usize,
+) -> Result<Vec<Value>, FrameError> {
     let value: Value = if binary {
-        rmp_serde::from_slice(payload).map_err(|e| FrameError::Malformed(format!("invalid MessagePack: {e}")))?
+        rmp_serde::from_slice(payload)
+            .map_err(|e| FrameError::Malformed(format!("invalid MessagePack: {e}")))?
     } else {
-        serde_json::from_slice(payload).map_err(|e| FrameError::Malformed(format!("invalid JSON: {e}")))?
+        serde_json::from_slice(payload)
+            .map_err(|e| FrameError::Malformed(format!("invalid JSON: {e}")))?
     };
     match value {
         Value::Array(items) if items.is_empty() => Err(FrameError::EmptyBatch),
@@ -79,10 +85,16 @@ pub fn encode(message: &ServerMessage, encoding: Encoding) -> Bytes {
     match result {
         Ok(bytes) => Bytes::from(bytes),
         Err(e) => {
-            let fallback = ServerMessage::error(crate::ErrorCode::Internal, format!("encoding failed: {e}"), None);
+            let fallback = ServerMessage::error(
+                crate::ErrorCode::Internal,
+                format!("encoding failed: {e}"),
+                None,
+            );
             match encoding {
                 Encoding::Json => Bytes::from(serde_json::to_vec(&fallback).unwrap_or_default()),
-                Encoding::MsgPack => Bytes::from(rmp_serde::to_vec_named(&fallback).unwrap_or_default()),
+                Encoding::MsgPack => {
+                    Bytes::from(rmp_serde::to_vec_named(&fallback).unwrap_or_default())
+                }
             }
         }
     }
@@ -122,7 +134,11 @@ impl SharedFrame {
 
 /// Builds one frame from already-encoded messages: the message itself when there is one, an
 /// array of them otherwise (`[a,b]` in JSON, a MessagePack array header then the items).
-pub fn write_batch<'a>(encoding: Encoding, parts: impl ExactSizeIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+pub fn write_batch<'a>(
+    encoding: Encoding,
+    parts: impl ExactSizeIterator<Item = &'a [u8]>,
+    out: &mut Vec<u8>,
+) {
     let n = parts.len();
     if n == 1 {
         for part in parts {
@@ -168,22 +184,41 @@ mod tests {
     use crate::ids::Ref;
 
     fn pong(ts: u64) -> ServerMessage {
-        ServerMessage::Pong { ts, reference: Some(Ref::Int(1)) }
+        ServerMessage::Pong {
+            ts,
+            reference: Some(Ref::Int(1)),
+        }
     }
 
     #[test]
     fn decodes_objects_and_batches() {
-        assert_eq!(decode_frame(br#"{"type":"ping"}"#, false, 100).unwrap().len(), 1);
-        assert_eq!(decode_frame(br#"[{"type":"ping"},{"type":"ping"}]"#, false, 100).unwrap().len(), 2);
+        assert_eq!(
+            decode_frame(br#"{"type":"ping"}"#, false, 100)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            decode_frame(br#"[{"type":"ping"},{"type":"ping"}]"#, false, 100)
+                .unwrap()
+                .len(),
+            2
+        );
         assert_eq!(decode_frame(b"[]", false, 100), Err(FrameError::EmptyBatch));
-        assert!(matches!(decode_frame(b"{", false, 100), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            decode_frame(b"{", false, 100),
+            Err(FrameError::Malformed(_))
+        ));
         assert!(matches!(
             decode_frame(b"[1,2,3]", false, 2),
             Err(FrameError::BatchTooLarge { got: 3, max: 2 })
         ));
         let mp = rmp_serde::to_vec_named(&serde_json::json!({"type": "ping", "ref": 3})).unwrap();
         assert_eq!(decode_frame(&mp, true, 100).unwrap()[0]["ref"], 3);
-        assert!(matches!(decode_frame(&[0xc1], true, 100), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            decode_frame(&[0xc1], true, 100),
+            Err(FrameError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -191,7 +226,11 @@ mod tests {
         for encoding in [Encoding::Json, Encoding::MsgPack] {
             let frames: Vec<SharedFrame> = (0..20).map(|i| SharedFrame::new(pong(i))).collect();
             let mut out = Vec::new();
-            write_batch(encoding, frames.iter().map(|f| f.encoded(encoding).as_ref()), &mut out);
+            write_batch(
+                encoding,
+                frames.iter().map(|f| f.encoded(encoding).as_ref()),
+                &mut out,
+            );
             let decoded: Vec<ServerMessage> = match encoding {
                 Encoding::Json => serde_json::from_slice(&out).unwrap(),
                 Encoding::MsgPack => rmp_serde::from_slice(&out).unwrap(),
@@ -200,8 +239,15 @@ mod tests {
         }
         let one = SharedFrame::new(pong(5));
         let mut out = Vec::new();
-        write_batch(Encoding::Json, std::iter::once(one.encoded(Encoding::Json).as_ref()), &mut out);
-        assert_eq!(serde_json::from_slice::<ServerMessage>(&out).unwrap(), pong(5));
+        write_batch(
+            Encoding::Json,
+            std::iter::once(one.encoded(Encoding::Json).as_ref()),
+            &mut out,
+        );
+        assert_eq!(
+            serde_json::from_slice::<ServerMessage>(&out).unwrap(),
+            pong(5)
+        );
     }
 
     #[test]

@@ -45,7 +45,9 @@ impl Ref {
     /// Reads a `ref`/`tempId` from a decoded value, enforcing its type and length.
     pub fn from_value(field: &str, value: &serde_json::Value) -> Result<Ref, String> {
         match value {
-            serde_json::Value::String(s) if s.is_empty() => Err(format!("{field} must not be empty")),
+            serde_json::Value::String(s) if s.is_empty() => {
+                Err(format!("{field} must not be empty"))
+            }
             serde_json::Value::String(s) if s.chars().count() > MAX_REF_CHARS => Err(format!(
                 "{field} must be at most {MAX_REF_CHARS} characters"
             )),
@@ -124,8 +126,14 @@ mod tests {
 
     #[test]
     fn refs() {
-        assert_eq!(Ref::from_value("ref", &serde_json::json!("a")), Ok(Ref::Str("a".into())));
-        assert_eq!(Ref::from_value("ref", &serde_json::json!(7)), Ok(Ref::Int(7)));
+        assert_eq!(
+            Ref::from_value("ref", &serde_json::json!("a")),
+            Ok(Ref::Str("a".into()))
+        );
+        assert_eq!(
+            Ref::from_value("ref", &serde_json::json!(7)),
+            Ok(Ref::Int(7))
+        );
         assert!(Ref::from_value("ref", &serde_json::json!(1.5)).is_err());
         assert!(Ref::from_value("ref", &serde_json::json!("x".repeat(65))).is_err());
         assert!(Ref::from_value("ref", &serde_json::json!({})).is_err());

@@ -1,0 +1,886 @@
+//! One WebSocket connection, from `welcome` to close. Two halves run side by side in one task:
+//! the reader decodes frames and answers each client message, the writer drains the outbound
+//! queue into frames (batches when messages wait), sends heartbeats and the close frame.
+//!
+//! A connection closes through [`ConnHandle::close`] from anywhere (slow consumer, drain,
+//! disconnect command, heartbeat timeout, token expiry): the writer flushes what is queued,
+//! sends the close frame, and the reader waits briefly for the peer's close reply.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{sleep_until, Instant};
+
+use switchyard_broker::{BrokerError, DurableBody, DurableDraft, PresenceConn};
+use switchyard_protocol::codec::{encode, write_batch};
+use switchyard_protocol::ids::is_reserved_room;
+use switchyard_protocol::{
+    decode_frame, now_ms, parse_message, AckError, ClientMessage, Encoding, ErrorCode, FrameError,
+    Member, Ref, Rejection, ServerMessage,
+};
+
+use crate::auth::Identity;
+use crate::config::RateBudget;
+use crate::hub::{close, ConnHandle};
+use crate::metrics::{self, metrics};
+use crate::outbound::Payload;
+use crate::server::App;
+
+/// The server stops typing for a user after this long without a new `typing:start`.
+pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
+/// After this many rate-limited messages in a row, the connection is closed with 1008.
+pub const ABUSE_STRIKES: u32 = 100;
+/// How long the writer may take to flush the queue when closing.
+pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the reader waits for the peer's close reply after the server closed.
+pub const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most bytes the writer puts in one batched frame (a single message may be larger).
+pub const BATCH_MAX_BYTES: usize = 64 * 1024;
+
+/// What this connection is doing in one room.
+#[derive(Default)]
+struct RoomState {
+    /// Joined (in presence), not only subscribed.
+    present: bool,
+    typing_until: Option<Instant>,
+    cursor: bool,
+}
+
+struct Session {
+    app: Arc<App>,
+    conn: Arc<ConnHandle>,
+    identity: Identity,
+    rooms: HashMap<Arc<str>, RoomState>,
+    rate: DefaultDirectRateLimiter,
+    volatile_rate: DefaultDirectRateLimiter,
+    strikes: u32,
+}
+
+fn limiter(budget: RateBudget) -> DefaultDirectRateLimiter {
+    let per = NonZeroU32::new(budget.per_sec).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(budget.burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(Quota::per_second(per).allow_burst(burst))
+}
+
+/// Serves an upgraded socket until it closes.
+pub async fn serve(app: Arc<App>, socket: WebSocket, identity: Identity, encoding: Encoding) {
+    let id: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
+    let conn = Arc::new(ConnHandle::new(
+        id.clone(),
+        identity.user_id.clone(),
+        encoding,
+        crate::outbound::OutboundQueue::new(app.config.queue_max, app.queue_depth.clone()),
+    ));
+    conn.last_seen_ms.store(app.elapsed_ms(), Ordering::Relaxed);
+    let span = tracing::info_span!("connection", id = %id, user = %identity.user_id, node = %app.config.node_id);
+    let _enter = span.enter();
+    drop(_enter);
+
+    let mut session = Session {
+        rate: limiter(app.config.rate),
+        volatile_rate: limiter(app.config.volatile_rate),
+        app: app.clone(),
+        conn: conn.clone(),
+        identity,
+        rooms: HashMap::new(),
+        strikes: 0,
+    };
+    session.reply(&ServerMessage::Welcome {
+        connection_id: id.to_string(),
+        user_id: session.identity.user_id.to_string(),
+        node: app.config.node_id.clone(),
+        heartbeat_ms: app.config.heartbeat.as_millis() as u64,
+    });
+    app.hub.register(&conn);
+    metrics().connections.increment(1.0);
+    metrics().connections_accepted.increment(1);
+    if app.hub.user_connection_count(&conn.user_id) == 1 {
+        if let Err(e) = app.broker.subscribe_user(&conn.user_id).await {
+            tracing::warn!(error = %e, "could not subscribe to the user's channel");
+        }
+    }
+    tracing::debug!(parent: &span, "connected");
+
+    let (sink, stream) = socket.split();
+    let expires_at = session.identity.expires_at;
+    tokio::join!(
+        session.run(stream),
+        write_loop(app.clone(), conn.clone(), sink, expires_at)
+    );
+
+    if app.hub.unregister(&conn) {
+        app.broker.unsubscribe_user(&conn.user_id).await;
+    }
+    metrics().connections.decrement(1.0);
+    let (code, reason) = conn
+        .close_reason()
+        .cloned()
+        .unwrap_or((close::NORMAL, String::new()));
+    tracing::debug!(parent: &span, code, reason = %reason, "closed");
+}
+
+impl Session {
+    async fn run(&mut self, mut stream: SplitStream<WebSocket>) {
+        let cancel = self.conn.cancel.clone();
+        loop {
+            let typing_deadline = self.next_typing_deadline();
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = sleep_until(typing_deadline.unwrap_or_else(far_future)), if typing_deadline.is_some() => {
+                    self.expire_typing().await;
+                }
+                frame = stream.next() => match frame {
+                    None => break,
+                    Some(Err(e)) => {
+                        let (code, reason) = read_error_close(e);
+                        self.conn.close(code, &reason);
+                        break;
+                    }
+                    Some(Ok(message)) => {
+                        self.conn.last_seen_ms.store(self.app.elapsed_ms(), Ordering::Relaxed);
+                        match message {
+                            Message::Text(text) => self.on_frame(text.as_bytes(), false).await,
+                            Message::Binary(bytes) => self.on_frame(&bytes, true).await,
+                            Message::Ping(_) | Message::Pong(_) => {}
+                            Message::Close(_) => break,
+                        }
+                    }
+                },
+            }
+        }
+        self.leave_all().await;
+        if cancel.is_cancelled() {
+            // The server closed: give the peer a moment to answer the close frame, so it reads
+            // the close code before the TCP connection goes.
+            let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async {
+                while stream.next().await.is_some() {}
+            })
+            .await;
+        } else {
+            self.conn.close(close::NORMAL, "");
+        }
+    }
+
+    /// Queues a reply for this connection alone, encoded now in its encoding.
+    fn reply(&self, message: &ServerMessage) {
+        if self
+            .conn
+            .queue
+            .push(Payload::Encoded(encode(message, self.conn.encoding)))
+            .is_err()
+        {
+            metrics().slow_consumer_closes.increment(1);
+            self.conn.close(
+                close::SLOW_CONSUMER,
+                "slow consumer: outbound queue overflowed",
+            );
+        }
+    }
+
+    fn reject(&self, reference: Option<Ref>, rejection: Rejection) {
+        let message = match rejection.temp_id {
+            Some(temp_id) => ServerMessage::Ack {
+                temp_id,
+                server_id: None,
+                seq: None,
+                ts: None,
+                success: false,
+                error: Some(AckError {
+                    code: rejection.code,
+                    message: rejection.message,
+                    retry_after_ms: rejection.retry_after_ms,
+                }),
+                reference,
+            },
+            None => ServerMessage::Error {
+                code: rejection.code,
+                message: rejection.message,
+                reference,
+                retry_after_ms: rejection.retry_after_ms,
+            },
+        };
+        self.reply(&message);
+    }
+
+    async fn on_frame(&mut self, payload: &[u8], binary: bool) {
+        let values = match decode_frame(payload, binary, self.app.config.limits.max_batch) {
+            Ok(values) => values,
+            Err(e) => {
+                metrics().messages_in_invalid.increment(1);
+                let code = match e {
+                    FrameError::BatchTooLarge { .. } => ErrorCode::TooLarge,
+                    FrameError::Malformed(_) | FrameError::EmptyBatch => ErrorCode::BadRequest,
+                };
+                self.reply(&ServerMessage::error(code, e.to_string(), None));
+                return;
+            }
+        };
+        for value in values {
+            let inbound = parse_message(value, &self.app.config.limits);
+            match inbound.message {
+                Ok(message) => {
+                    metrics().message_in(message.type_name());
+                    if let Err(rejection) = self.handle(message, inbound.reference.clone()).await {
+                        self.reject(inbound.reference, rejection);
+                    }
+                }
+                Err(rejection) => {
+                    metrics().messages_in_invalid.increment(1);
+                    self.reject(inbound.reference, rejection);
+                }
+            }
+            if self.conn.cancel.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        message: ClientMessage,
+        reference: Option<Ref>,
+    ) -> Result<(), Rejection> {
+        match message {
+            ClientMessage::Ping => self.reply(&ServerMessage::Pong {
+                ts: now_ms(),
+                reference,
+            }),
+            ClientMessage::JoinRoom {
+                room_id,
+                since_seq,
+                epoch,
+            } => {
+                self.enter(room_id, since_seq, epoch, true, reference)
+                    .await?
+            }
+            ClientMessage::Subscribe {
+                room_id,
+                since_seq,
+                epoch,
+            } => {
+                self.enter(room_id, since_seq, epoch, false, reference)
+                    .await?
+            }
+            ClientMessage::LeaveRoom { room_id } => {
+                if !self.rooms.get(room_id.as_str()).is_some_and(|r| r.present) {
+                    return Err(not_joined(&room_id));
+                }
+                self.exit(&room_id).await;
+                self.reply(&ServerMessage::RoomLeft { room_id, reference });
+            }
+            ClientMessage::Unsubscribe { room_id } => {
+                if !self.rooms.contains_key(room_id.as_str()) {
+                    return Err(Rejection::new(
+                        ErrorCode::NotJoined,
+                        format!("not subscribed to {room_id}"),
+                    ));
+                }
+                self.exit(&room_id).await;
+                self.reply(&ServerMessage::Unsubscribed { room_id, reference });
+            }
+            ClientMessage::Message {
+                room_id,
+                temp_id,
+                text,
+                data,
+            } => {
+                let draft = DurableDraft {
+                    user_id: Some(self.identity.user_id.to_string()),
+                    name: self.identity.name.clone(),
+                    temp_id: Some(temp_id.clone()),
+                    body: DurableBody::Message { text, data },
+                };
+                let needs_presence = true;
+                self.publish(room_id, temp_id, draft, needs_presence, reference)
+                    .await;
+            }
+            ClientMessage::Publish {
+                room_id,
+                temp_id,
+                event,
+                data,
+            } => {
+                if !self.identity.can_publish {
+                    return Err(with_temp_id(
+                        Rejection::new(
+                            ErrorCode::Forbidden,
+                            "this token may not publish events (publish claim)",
+                        ),
+                        temp_id,
+                    ));
+                }
+                let draft = DurableDraft {
+                    user_id: Some(self.identity.user_id.to_string()),
+                    name: None,
+                    temp_id: Some(temp_id.clone()),
+                    body: DurableBody::Event { event, data },
+                };
+                self.publish(room_id, temp_id, draft, false, reference)
+                    .await;
+            }
+            ClientMessage::TypingStart { room_id } => {
+                self.volatile_allowed(&room_id)?;
+                let until = Instant::now() + TYPING_TIMEOUT;
+                if let Some(room) = self.rooms.get_mut(room_id.as_str()) {
+                    room.typing_until = Some(until);
+                }
+                let user_id = self.identity.user_id.to_string();
+                self.volatile(
+                    &room_id,
+                    ServerMessage::TypingStart {
+                        room_id: room_id.clone(),
+                        user_id,
+                    },
+                )
+                .await;
+            }
+            ClientMessage::TypingStop { room_id } => {
+                self.volatile_allowed(&room_id)?;
+                if let Some(room) = self.rooms.get_mut(room_id.as_str()) {
+                    room.typing_until = None;
+                }
+                let user_id = self.identity.user_id.to_string();
+                self.volatile(
+                    &room_id,
+                    ServerMessage::TypingStop {
+                        room_id: room_id.clone(),
+                        user_id,
+                    },
+                )
+                .await;
+            }
+            ClientMessage::CursorMove { room_id, x, y } => {
+                self.volatile_allowed(&room_id)?;
+                if let Some(room) = self.rooms.get_mut(room_id.as_str()) {
+                    room.cursor = true;
+                }
+                let message = ServerMessage::CursorMove {
+                    room_id: room_id.clone(),
+                    user_id: self.identity.user_id.to_string(),
+                    x,
+                    y,
+                    color: cursor_color(&self.identity.user_id).to_owned(),
+                };
+                self.volatile(&room_id, message).await;
+            }
+            ClientMessage::CursorLeave { room_id } => {
+                self.volatile_allowed(&room_id)?;
+                if let Some(room) = self.rooms.get_mut(room_id.as_str()) {
+                    room.cursor = false;
+                }
+                let user_id = self.identity.user_id.to_string();
+                self.volatile(
+                    &room_id,
+                    ServerMessage::CursorLeave {
+                        room_id: room_id.clone(),
+                        user_id,
+                    },
+                )
+                .await;
+            }
+            ClientMessage::PresenceSync { room_id } => {
+                self.authorize(&room_id)?;
+                let members = self
+                    .app
+                    .broker
+                    .presence_members(&room_id)
+                    .await
+                    .map_err(broker_rejection)?;
+                self.reply(&ServerMessage::PresenceSync {
+                    room_id,
+                    members,
+                    reference,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the `rooms` claim and the reserved prefix; a refusal leaves no trace.
+    fn authorize(&self, room_id: &str) -> Result<(), Rejection> {
+        if is_reserved_room(room_id) {
+            return Err(Rejection::new(
+                ErrorCode::Forbidden,
+                format!("{room_id}: rooms starting `user:` are reserved"),
+            ));
+        }
+        if !self.identity.may_enter(room_id) {
+            return Err(Rejection::new(
+                ErrorCode::Forbidden,
+                format!("this token does not allow room {room_id}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `join-room` (with presence) or `subscribe` (without), with an optional resume.
+    async fn enter(
+        &mut self,
+        room_id: String,
+        since_seq: Option<u64>,
+        epoch: Option<String>,
+        presence: bool,
+        reference: Option<Ref>,
+    ) -> Result<(), Rejection> {
+        self.authorize(&room_id)?;
+        let room: Arc<str> = Arc::from(room_id.as_str());
+        let app = self.app.clone();
+        let already = self.rooms.contains_key(&room);
+        if !already && self.rooms.len() >= app.config.max_rooms_per_connection {
+            return Err(Rejection::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "room limit reached: a connection may be in at most {} rooms",
+                    app.config.max_rooms_per_connection
+                ),
+            ));
+        }
+        if !already {
+            app.broker
+                .subscribe_room(&room)
+                .await
+                .map_err(broker_rejection)?;
+            self.conn.begin_sync(&room);
+            app.hub.subscribe(&room, &self.conn);
+        } else {
+            self.conn.begin_sync(&room);
+        }
+        // Read the history (and the room's position) after subscribing: whatever is published
+        // meanwhile waits in the sync buffer and is deduplicated against it by seq.
+        let page = match app
+            .broker
+            .history(&room, since_seq, epoch.as_deref(), app.config.history_size)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                self.conn.end_sync(&room, None);
+                if !already {
+                    app.hub.unsubscribe(&room, &self.conn);
+                    app.broker.unsubscribe_room(&room).await;
+                }
+                return Err(broker_rejection(e));
+            }
+        };
+        let state = self.rooms.entry(room.clone()).or_default();
+        let newly_present = presence && !state.present;
+        let members = if presence {
+            let member = Member {
+                user_id: self.identity.user_id.to_string(),
+                name: self.identity.name.clone(),
+                avatar: self.identity.avatar.clone(),
+                joined_at: now_ms(),
+            };
+            match app
+                .broker
+                .presence_join(&room, &self.presence_conn(), member)
+                .await
+            {
+                Ok(members) => {
+                    if newly_present {
+                        if let Some(state) = self.rooms.get_mut(&room) {
+                            state.present = true;
+                        }
+                    }
+                    members
+                }
+                Err(e) => {
+                    self.conn.end_sync(&room, Some(page.seq));
+                    return Err(broker_rejection(e));
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let recovered = since_seq.map(|_| page.complete);
+        let mut floor = page.seq;
+        if page.complete && since_seq.is_some() {
+            floor = page
+                .messages
+                .last()
+                .and_then(|m| m.message().seq())
+                .unwrap_or(0)
+                .max(page.seq);
+            self.conn.queue.push_replay(page.messages);
+        }
+        let seq = page.seq;
+        let epoch = page.epoch.to_string();
+        self.reply(&if presence {
+            ServerMessage::RoomJoined {
+                room_id,
+                seq,
+                epoch,
+                members,
+                recovered,
+                reference,
+            }
+        } else {
+            ServerMessage::Subscribed {
+                room_id,
+                seq,
+                epoch,
+                recovered,
+                reference,
+            }
+        });
+        self.conn.end_sync(&room, Some(floor));
+        Ok(())
+    }
+
+    /// Leaves a room entirely: typing and cursor stop, presence, subscription.
+    async fn exit(&mut self, room_id: &str) {
+        let Some((room, state)) = self.rooms.remove_entry(room_id) else {
+            return;
+        };
+        let app = self.app.clone();
+        let user_id = self.identity.user_id.to_string();
+        if state.typing_until.is_some() {
+            let message = ServerMessage::TypingStop {
+                room_id: room_id.to_owned(),
+                user_id: user_id.clone(),
+            };
+            self.volatile(room_id, message).await;
+        }
+        if state.cursor {
+            self.volatile(
+                room_id,
+                ServerMessage::CursorLeave {
+                    room_id: room_id.to_owned(),
+                    user_id,
+                },
+            )
+            .await;
+        }
+        if state.present {
+            if let Err(e) = app
+                .broker
+                .presence_leave(&room, &self.presence_conn())
+                .await
+            {
+                tracing::warn!(room = %room, error = %e, "presence leave failed; the entry expires with its TTL");
+            }
+        }
+        app.hub.unsubscribe(&room, &self.conn);
+        app.broker.unsubscribe_room(&room).await;
+    }
+
+    async fn leave_all(&mut self) {
+        let rooms: Vec<Arc<str>> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            self.exit(&room).await;
+        }
+    }
+
+    fn presence_conn(&self) -> PresenceConn {
+        PresenceConn {
+            connection_id: self.conn.id.clone(),
+            user_id: self.identity.user_id.clone(),
+        }
+    }
+
+    /// Publishes a durable message and answers with its `ack`.
+    async fn publish(
+        &mut self,
+        room_id: String,
+        temp_id: Ref,
+        draft: DurableDraft,
+        needs_presence: bool,
+        reference: Option<Ref>,
+    ) {
+        let refused = |r: Rejection| with_temp_id(r, temp_id.clone());
+        let check = match self.rooms.get(room_id.as_str()) {
+            Some(room) if room.present || !needs_presence => Ok(()),
+            _ => Err(refused(not_joined(&room_id))),
+        };
+        let check = check.and_then(|_| self.take_budget().map_err(refused));
+        if let Err(rejection) = check {
+            self.reject(reference, rejection);
+            return;
+        }
+        let started = std::time::Instant::now();
+        let result = self.app.broker.publish_durable(&room_id, draft).await;
+        metrics()
+            .broker_publish_seconds
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(published) => self.reply(&ServerMessage::Ack {
+                temp_id,
+                server_id: Some(published.id),
+                seq: Some(published.seq),
+                ts: Some(published.ts),
+                success: true,
+                error: None,
+                reference,
+            }),
+            Err(e) => self.reject(reference, refused(broker_rejection(e))),
+        }
+    }
+
+    /// Takes one unit of the durable budget; repeated refusals close the connection (1008).
+    fn take_budget(&mut self) -> Result<(), Rejection> {
+        match self.rate.check() {
+            Ok(()) => {
+                self.strikes = 0;
+                Ok(())
+            }
+            Err(not_until) => {
+                metrics::rate_limited("durable");
+                self.strikes += 1;
+                if self.strikes >= ABUSE_STRIKES {
+                    self.conn
+                        .close(close::POLICY, "flooding past the rate limit");
+                }
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let mut r = Rejection::new(ErrorCode::RateLimited, "message rate limit exceeded");
+                r.retry_after_ms = Some(wait.as_millis().max(1) as u64);
+                Err(r)
+            }
+        }
+    }
+
+    /// Typing and cursor events need presence in the room, and their own budget. Past the
+    /// budget they are dropped silently (counted): they are superseded by the next one anyway.
+    fn volatile_allowed(&mut self, room_id: &str) -> Result<(), Rejection> {
+        if !self.rooms.get(room_id).is_some_and(|r| r.present) {
+            return Err(not_joined(room_id));
+        }
+        Ok(())
+    }
+
+    async fn volatile(&mut self, room_id: &str, message: ServerMessage) {
+        if self.volatile_rate.check().is_err()
+            && !matches!(
+                message,
+                ServerMessage::TypingStop { .. } | ServerMessage::CursorLeave { .. }
+            )
+        {
+            metrics::rate_limited("volatile");
+            return;
+        }
+        let exclude = Some(self.identity.user_id.clone());
+        if let Err(e) = self
+            .app
+            .broker
+            .publish_volatile(room_id, message, exclude)
+            .await
+        {
+            tracing::debug!(room = %room_id, error = %e, "volatile event not published");
+        }
+    }
+
+    fn next_typing_deadline(&self) -> Option<Instant> {
+        self.rooms.values().filter_map(|r| r.typing_until).min()
+    }
+
+    async fn expire_typing(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<Arc<str>> = self
+            .rooms
+            .iter_mut()
+            .filter(|(_, r)| r.typing_until.is_some_and(|t| t <= now))
+            .map(|(id, r)| {
+                r.typing_until = None;
+                id.clone()
+            })
+            .collect();
+        for room_id in expired {
+            let user_id = self.identity.user_id.to_string();
+            let message = ServerMessage::TypingStop {
+                room_id: room_id.to_string(),
+                user_id,
+            };
+            self.volatile(&room_id, message).await;
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
+fn not_joined(room_id: &str) -> Rejection {
+    Rejection::new(ErrorCode::NotJoined, format!("not joined to {room_id}"))
+}
+
+fn with_temp_id(mut rejection: Rejection, temp_id: Ref) -> Rejection {
+    rejection.temp_id = Some(temp_id);
+    rejection
+}
+
+fn broker_rejection(e: BrokerError) -> Rejection {
+    match e {
+        BrokerError::Unavailable(m) => {
+            Rejection::new(ErrorCode::Unavailable, format!("broker unavailable: {m}"))
+        }
+        BrokerError::Internal(m) => {
+            Rejection::new(ErrorCode::Internal, format!("broker error: {m}"))
+        }
+    }
+}
+
+/// A colour per user, the same on every node and every connection.
+pub fn cursor_color(user_id: &str) -> &'static str {
+    const PALETTE: [&str; 12] = [
+        "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
+        "#469990", "#800000", "#808000", "#000075",
+    ];
+    // FNV-1a: stable across processes and versions, unlike std's hasher.
+    let hash = user_id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    PALETTE[(hash % PALETTE.len() as u64) as usize]
+}
+
+/// The close code for a read error: oversized frame 1009, invalid UTF-8 1007, protocol 1002.
+fn read_error_close(error: axum::Error) -> (u16, String) {
+    use tungstenite::error::{CapacityError, Error as WsError};
+    let inner = error.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => (
+            close::TOO_BIG,
+            format!("frame of {size} bytes is over the {max_size}-byte limit"),
+        ),
+        Some(WsError::Capacity(e)) => (close::TOO_BIG, e.to_string()),
+        Some(WsError::Utf8(_)) => (close::INVALID_DATA, "invalid UTF-8 in a text frame".into()),
+        Some(WsError::Protocol(e)) => (close::PROTOCOL, e.to_string()),
+        _ => (close::INTERNAL, "read error".into()),
+    }
+}
+
+/// The writer half: batches the queue into frames, pings, and closes.
+async fn write_loop(
+    app: Arc<App>,
+    conn: Arc<ConnHandle>,
+    mut sink: SplitSink<WebSocket, Message>,
+    expires_at: u64,
+) {
+    let config = &app.config;
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    let expiry = tokio::time::sleep(Duration::from_millis(
+        (expires_at * 1000).saturating_sub(now_ms()),
+    ));
+    tokio::pin!(expiry);
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = conn.cancel.cancelled() => break,
+            _ = conn.queue.notified() => {
+                if !config.batch_delay.is_zero() {
+                    tokio::time::sleep(config.batch_delay).await;
+                }
+                if write_queued(&conn, &mut sink, &mut batch, config.batch_max).await.is_err() {
+                    conn.close(close::GOING_AWAY, "write failed");
+                    break;
+                }
+            }
+            _ = heartbeat.tick() => {
+                let silent_ms = app.elapsed_ms().saturating_sub(conn.last_seen_ms.load(Ordering::Relaxed));
+                if silent_ms > 2 * config.heartbeat.as_millis() as u64 {
+                    conn.close(close::GOING_AWAY, "heartbeat timeout");
+                    break;
+                }
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    conn.close(close::GOING_AWAY, "write failed");
+                    break;
+                }
+            }
+            _ = &mut expiry => {
+                conn.close(close::TOKEN_EXPIRED, "token expired");
+                break;
+            }
+        }
+    }
+    let (code, reason) = conn
+        .close_reason()
+        .cloned()
+        .unwrap_or((close::NORMAL, String::new()));
+    if code != close::SLOW_CONSUMER {
+        let _ = tokio::time::timeout(
+            CLOSE_FLUSH_TIMEOUT,
+            write_queued(&conn, &mut sink, &mut batch, config.batch_max),
+        )
+        .await;
+    }
+    conn.queue.close(true);
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    };
+    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+}
+
+/// Writes everything queued, as frames of at most `batch_max` messages.
+async fn write_queued(
+    conn: &ConnHandle,
+    sink: &mut SplitSink<WebSocket, Message>,
+    batch: &mut Vec<Payload>,
+    batch_max: usize,
+) -> Result<(), axum::Error> {
+    loop {
+        batch.clear();
+        conn.queue
+            .drain_into(batch, batch_max, BATCH_MAX_BYTES, conn.encoding);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let frame = build_frame(conn.encoding, batch);
+        let m = metrics();
+        m.frames_out.increment(1);
+        m.messages_out.increment(batch.len() as u64);
+        m.batch_size.record(batch.len() as f64);
+        sink.send(frame).await?;
+    }
+}
+
+/// One frame from queued messages: the message itself, or an array of them. A single shared
+/// message is sent without a copy.
+fn build_frame(encoding: Encoding, batch: &[Payload]) -> Message {
+    let bytes = if let [one] = batch {
+        match one {
+            Payload::Shared(frame) => frame.encoded(encoding).clone(),
+            Payload::Encoded(bytes) => bytes.clone(),
+        }
+    } else {
+        let mut out = Vec::with_capacity(
+            batch
+                .iter()
+                .map(|p| p.bytes(encoding).len() + 1)
+                .sum::<usize>()
+                + 8,
+        );
+        write_batch(encoding, batch.iter().map(|p| p.bytes(encoding)), &mut out);
+        Bytes::from(out)
+    };
+    match encoding {
+        // Our JSON encoder only writes UTF-8; the check is the price of a safe conversion.
+        Encoding::Json => match Utf8Bytes::try_from(bytes) {
+            Ok(text) => Message::Text(text),
+            Err(_) => Message::Text(Utf8Bytes::from_static(
+                r#"{"type":"error","code":"internal","message":"encoding"}"#,
+            )),
+        },
+        Encoding::MsgPack => Message::Binary(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cursor_color;
+
+    #[test]
+    fn cursor_colors_are_stable() {
+        assert_eq!(cursor_color("alice"), cursor_color("alice"));
+        assert!(cursor_color("alice").starts_with('#'));
+    }
+}

@@ -1,0 +1,466 @@
+//! HTTP routes: the WebSocket handshake (`/ws`), the backend API (`/api/...`), operations
+//! (`/healthz`, `/readyz`, `/metrics`) and, in development mode, `/` and `/dev/token`.
+//!
+//! Every refusal is a JSON body `{"error": code, "message": ...}` with its status.
+
+use axum::body::Body;
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use switchyard_broker::{DurableBody, DurableDraft, UserEvent};
+use switchyard_protocol::{validate_room_id, Encoding, ServerMessage, SharedFrame};
+
+use crate::auth::{Claims, DEV_TOKEN_TTL_S};
+use crate::metrics::{self as m, metrics as node_metrics};
+use crate::server::App;
+
+/// Most bytes of an HTTP API request body (the `data` limit plus room for the envelope).
+const API_BODY_SLACK: usize = 4 * 1024;
+/// Default and largest `limit` of the history endpoint.
+const HISTORY_DEFAULT_LIMIT: usize = 100;
+const HISTORY_MAX_LIMIT: usize = 1_000;
+
+static DEMO_PAGE: &str = include_str!("../assets/demo.html");
+
+/// A JSON error response.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({ "error": code, "message": message }))).into_response()
+}
+
+/// An HTTP API refusal.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_error(self.status, self.code, &self.message)
+    }
+}
+
+impl From<switchyard_broker::BrokerError> for ApiError {
+    fn from(e: switchyard_broker::BrokerError) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+    }
+}
+
+/// `GET /ws`: checks, in order, draining, handshake rate, origin, capacity, token, subprotocol;
+/// then upgrades.
+pub async fn websocket(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if app.draining.load(Ordering::Relaxed) {
+        m::connection_refused("draining");
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this node is shutting down; connect to another",
+        );
+    }
+    if let Err(not_until) = app.handshakes.check_key(&peer.ip()) {
+        m::connection_refused("rate_limited");
+        m::rate_limited("handshake");
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let mut response = json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many handshakes from this address",
+        );
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        return response;
+    }
+    if let (Some(allowed), Some(origin)) =
+        (&app.config.allowed_origins, headers.get(header::ORIGIN))
+    {
+        let origin = origin.to_str().unwrap_or("");
+        if !allowed.iter().any(|a| a == origin) {
+            m::connection_refused("origin");
+            return json_error(StatusCode::FORBIDDEN, "forbidden", "origin not allowed");
+        }
+    }
+    if app.hub.connection_count() >= app.config.max_connections {
+        m::connection_refused("capacity");
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "this node is at its connection limit",
+        );
+    }
+    let token = bearer(&headers).or_else(|| query_token(query.as_deref()));
+    let Some(token) = token else {
+        m::connection_refused("unauthorized");
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing token: send Authorization: Bearer <jwt> or ?token=<jwt>",
+        );
+    };
+    let identity = match app.auth.verify(&token) {
+        Ok(identity) => identity,
+        Err(e) => {
+            m::connection_refused("unauthorized");
+            tracing::debug!(%peer, reason = %e, "handshake refused");
+            return e.into_response();
+        }
+    };
+    let encoding = match select_encoding(&headers) {
+        Ok(encoding) => encoding,
+        Err(offered) => {
+            m::connection_refused("subprotocol");
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("none of the offered subprotocols ({offered}) is supported; use switchyard.v1.json or switchyard.v1.msgpack"),
+            );
+        }
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            m::connection_refused("not_websocket");
+            return json_error(rejection.status(), "bad_request", &rejection.body_text());
+        }
+    };
+    let offered_any = headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
+    let limits = app.config.limits;
+    let mut upgrade = upgrade
+        .max_message_size(limits.max_frame_bytes)
+        .max_frame_size(limits.max_frame_bytes)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0);
+    if offered_any {
+        upgrade = upgrade.protocols([encoding.subprotocol()]);
+    }
+    let tracker = app.tracker.clone();
+    upgrade.on_upgrade(move |socket| {
+        tracker.track_future(crate::connection::serve(app, socket, identity, encoding))
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Q {
+        token: Option<String>,
+    }
+    serde_urlencoded::from_str::<Q>(query?)
+        .ok()?
+        .token
+        .filter(|t| !t.is_empty())
+}
+
+/// The first subprotocol of the client's list that we support; JSON when none is offered.
+fn select_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if offered.is_empty() {
+        return Ok(Encoding::Json);
+    }
+    offered
+        .iter()
+        .find_map(|p| Encoding::from_subprotocol(p))
+        .ok_or_else(|| offered.join(", ").chars().take(200).collect())
+}
+
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.is_ready() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        let why = if app.draining.load(Ordering::Relaxed) {
+            "draining"
+        } else {
+            "broker unavailable"
+        };
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "reason": why })),
+        )
+            .into_response()
+    }
+}
+
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let m = node_metrics();
+    m.outbound_queue_depth
+        .set(app.queue_depth.load(Ordering::Relaxed) as f64);
+    m.rooms.set(app.hub.room_count() as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+pub async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+pub async fn demo_page() -> Html<&'static str> {
+    Html(DEMO_PAGE)
+}
+
+#[derive(Deserialize)]
+pub struct DevTokenQuery {
+    user: Option<String>,
+    name: Option<String>,
+}
+
+/// `GET /dev/token?user=ID&name=NAME` (development mode only).
+pub async fn dev_token(
+    State(app): State<Arc<App>>,
+    axum::extract::Query(q): axum::extract::Query<DevTokenQuery>,
+) -> Response {
+    let Some(user) = q.user.filter(|u| !u.is_empty() && u.len() <= 128) else {
+        return ApiError::bad_request("user is required (1 to 128 characters)").into_response();
+    };
+    let claims = Claims {
+        sub: user,
+        exp: switchyard_protocol::now_ms() / 1000 + DEV_TOKEN_TTL_S,
+        name: q.name.filter(|n| !n.is_empty()),
+        avatar: None,
+        rooms: None,
+        publish: true,
+    };
+    match app.auth.mint(&claims) {
+        Some(token) => Json(json!({ "token": token })).into_response(),
+        None => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "cannot mint tokens",
+        )
+        .into_response(),
+    }
+}
+
+/// Checks the API key (`Authorization: Bearer <key>`), in constant time per key.
+fn api_auth(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    if app.config.api_keys.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the HTTP API is disabled: no SWITCHYARD_API_KEYS",
+        ));
+    }
+    let given = bearer(headers).unwrap_or_default();
+    let ok = app.config.api_keys.iter().fold(false, |ok, key| {
+        ok | constant_time_eq(key.as_bytes(), given.as_bytes())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong API key",
+        ))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn room_param(room_id: &str) -> Result<(), ApiError> {
+    validate_room_id(room_id).map_err(ApiError::bad_request)
+}
+
+#[derive(Deserialize)]
+struct EventBody {
+    event: String,
+    data: Value,
+}
+
+/// Reads a JSON body with our own limits and errors (400, 413), not axum's defaults.
+async fn read_event_body(app: &App, body: Body) -> Result<EventBody, ApiError> {
+    let limit = app.config.limits.max_data_bytes + API_BODY_SLACK;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body over {limit} bytes"),
+        )
+    })?;
+    let body: EventBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+    let len = body.event.chars().count();
+    if len == 0 || len > switchyard_protocol::limits::MAX_EVENT_NAME_CHARS {
+        return Err(ApiError::bad_request("event must be 1 to 128 characters"));
+    }
+    let size = serde_json::to_vec(&body.data)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > app.config.limits.max_data_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "data is {size} bytes; the limit is {}",
+                app.config.limits.max_data_bytes
+            ),
+        ));
+    }
+    Ok(body)
+}
+
+/// `POST /api/rooms/{roomId}/publish` `{event, data}`: a durable event; `200 {seq}`.
+pub async fn api_room_publish(
+    State(app): State<Arc<App>>,
+    Path(room_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    api_auth(&app, &headers)?;
+    room_param(&room_id)?;
+    let body = read_event_body(&app, body).await?;
+    let draft = DurableDraft {
+        user_id: None,
+        name: None,
+        temp_id: None,
+        body: DurableBody::Event {
+            event: body.event,
+            data: body.data,
+        },
+    };
+    let published = app.broker.publish_durable(&room_id, draft).await?;
+    Ok(Json(json!({ "seq": published.seq, "id": published.id })).into_response())
+}
+
+/// `POST /api/users/{userId}/publish` `{event, data}`: an event to every connection of the user.
+pub async fn api_user_publish(
+    State(app): State<Arc<App>>,
+    Path(user_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    api_auth(&app, &headers)?;
+    let body = read_event_body(&app, body).await?;
+    let message = ServerMessage::Event {
+        room_id: None,
+        event: body.event,
+        data: body.data,
+        seq: None,
+        user_id: None,
+        id: None,
+        ts: Some(switchyard_protocol::now_ms()),
+        temp_id: None,
+    };
+    app.broker
+        .publish_user(
+            &user_id,
+            UserEvent::Event(Arc::new(SharedFrame::new(message))),
+        )
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({}))).into_response())
+}
+
+/// `GET /api/rooms/{roomId}/presence`: `{members}`.
+pub async fn api_room_presence(
+    State(app): State<Arc<App>>,
+    Path(room_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    api_auth(&app, &headers)?;
+    room_param(&room_id)?;
+    let members = app.broker.presence_members(&room_id).await?;
+    Ok(Json(json!({ "members": members })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryQuery {
+    since_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/rooms/{roomId}/history?sinceSeq=N&limit=M`: `{messages, seq, epoch}`.
+pub async fn api_room_history(
+    State(app): State<Arc<App>>,
+    Path(room_id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    api_auth(&app, &headers)?;
+    room_param(&room_id)?;
+    let q: HistoryQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let limit = q.limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
+    if limit == 0 || limit > HISTORY_MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {HISTORY_MAX_LIMIT}"
+        )));
+    }
+    let page = app
+        .broker
+        .history(&room_id, Some(q.since_seq.unwrap_or(0)), None, limit)
+        .await?;
+    let messages: Vec<&ServerMessage> = page.messages.iter().map(|m| m.message()).collect();
+    Ok(Json(json!({ "messages": messages, "seq": page.seq, "epoch": &*page.epoch, "complete": page.complete })).into_response())
+}
+
+/// `POST /api/users/{userId}/disconnect`: closes the user's connections everywhere with 1008.
+pub async fn api_user_disconnect(
+    State(app): State<Arc<App>>,
+    Path(user_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    api_auth(&app, &headers)?;
+    let event = UserEvent::Disconnect {
+        reason: "disconnected by the server".into(),
+    };
+    app.broker.publish_user(&user_id, event).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({}))).into_response())
+}

@@ -1,0 +1,351 @@
+//! The node's local tables: which of its connections are in which room, and which belong to
+//! which user. The hub is the broker's [`EventSink`]: the fan-out loop that hands each room
+//! event to every local subscriber lives here.
+//!
+//! A room event arrives once per node as an `Arc<SharedFrame>` and is queued for each recipient
+//! by refcount; it is encoded at most once per encoding, by the first writer that sends it.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use switchyard_broker::{EventSink, RoomEvent, UserEvent};
+use switchyard_protocol::{Encoding, ServerMessage, SharedFrame};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::metrics;
+use crate::outbound::{OutboundQueue, Payload, Pushed};
+
+/// Close codes the gateway uses (see `docs/protocol.md`).
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    /// Node draining or shutting down; heartbeat timeout.
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
+    /// Kicked, token revoked, repeated abuse.
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    pub const SLOW_CONSUMER: u16 = 4009;
+}
+
+const ROOM_SHARDS: usize = 16;
+
+/// The part of a connection that other tasks reach: its queue, its identity and its close switch.
+pub struct ConnHandle {
+    pub id: Arc<str>,
+    pub user_id: Arc<str>,
+    pub encoding: Encoding,
+    pub queue: OutboundQueue,
+    /// Cancelled when the connection is to close; the writer then sends the close frame.
+    pub cancel: CancellationToken,
+    close_reason: OnceLock<(u16, String)>,
+    /// Rooms being joined: their events wait in a buffer until the join reply is queued, so a
+    /// resume is "missed messages, then the reply, then live" with no gap or repeat.
+    syncing: Mutex<HashMap<Arc<str>, Vec<RoomEvent>>>,
+    syncing_count: AtomicUsize,
+    /// Milliseconds (since the node started) of the last frame from the peer.
+    pub last_seen_ms: AtomicU64,
+}
+
+impl ConnHandle {
+    pub fn new(id: Arc<str>, user_id: Arc<str>, encoding: Encoding, queue: OutboundQueue) -> Self {
+        ConnHandle {
+            id,
+            user_id,
+            encoding,
+            queue,
+            cancel: CancellationToken::new(),
+            close_reason: OnceLock::new(),
+            syncing: Mutex::default(),
+            syncing_count: AtomicUsize::new(0),
+            last_seen_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Asks the connection to close with `code`. The first reason wins.
+    pub fn close(&self, code: u16, reason: &str) {
+        if self.close_reason.set((code, reason.to_owned())).is_ok() && code == close::SLOW_CONSUMER
+        {
+            // Its backlog is what overflowed: drop it, the client resumes with sinceSeq.
+            self.queue.close(true);
+        }
+        self.cancel.cancel();
+    }
+
+    /// The close code and reason, once [`close`](Self::close) was called.
+    pub fn close_reason(&self) -> Option<&(u16, String)> {
+        self.close_reason.get()
+    }
+
+    /// Queues a room event for this connection, following the queue's policy at its bound.
+    fn deliver(&self, room_id: &str, event: &RoomEvent) {
+        if self.syncing_count.load(Ordering::Acquire) > 0 {
+            let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(buffer) = syncing.get_mut(room_id) {
+                buffer.push(event.clone());
+                return;
+            }
+        }
+        self.enqueue(event);
+    }
+
+    fn enqueue(&self, event: &RoomEvent) {
+        if event.durable.is_none() && is_droppable(event.frame.message()) {
+            if self.queue.push_volatile(&event.frame) == Pushed::DroppedVolatile {
+                metrics().volatile_dropped.increment(1);
+            }
+            return;
+        }
+        match self.queue.push(Payload::Shared(event.frame.clone())) {
+            Ok(Pushed::DroppedVolatile) => metrics().volatile_dropped.increment(1),
+            Ok(_) => {}
+            Err(_) => {
+                metrics().slow_consumer_closes.increment(1);
+                self.close(
+                    close::SLOW_CONSUMER,
+                    "slow consumer: outbound queue overflowed",
+                );
+            }
+        }
+    }
+
+    /// Starts buffering the room's events (before its history is read).
+    pub fn begin_sync(&self, room_id: &Arc<str>) {
+        let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        if syncing.insert(room_id.clone(), Vec::new()).is_none() {
+            self.syncing_count.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Ends buffering: queues what arrived meanwhile, skipping durable messages at or below
+    /// `floor` (already replayed, or covered by the reply's `seq`).
+    pub fn end_sync(&self, room_id: &str, floor: Option<u64>) {
+        let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(buffer) = syncing.remove(room_id) else {
+            return;
+        };
+        self.syncing_count.fetch_sub(1, Ordering::Release);
+        for event in &buffer {
+            let old = matches!((event.durable.as_ref(), floor), (Some((seq, _)), Some(floor)) if *seq <= floor);
+            if !old {
+                self.enqueue(event);
+            }
+        }
+    }
+}
+
+/// Typing and cursor events may be dropped for a slow client; nothing else may.
+fn is_droppable(message: &ServerMessage) -> bool {
+    matches!(
+        message,
+        ServerMessage::TypingStart { .. }
+            | ServerMessage::TypingStop { .. }
+            | ServerMessage::CursorMove { .. }
+            | ServerMessage::CursorLeave { .. }
+    )
+}
+
+#[derive(Default)]
+struct RoomEntry {
+    subscribers: Vec<Arc<ConnHandle>>,
+    /// The epoch of the last durable message seen, to notice a history reset.
+    epoch: Mutex<Option<Arc<str>>>,
+}
+
+/// One lock's worth of the room table (rooms are spread over shards by hash).
+type RoomShard = RwLock<HashMap<Arc<str>, RoomEntry>>;
+
+/// Local rooms and users of this node.
+pub struct Hub {
+    hasher: RandomState,
+    rooms: Box<[RoomShard]>,
+    users: RwLock<HashMap<Arc<str>, Vec<Arc<ConnHandle>>>>,
+    connections: AtomicUsize,
+    room_count: AtomicUsize,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            hasher: RandomState::new(),
+            rooms: (0..ROOM_SHARDS).map(|_| RwLock::default()).collect(),
+            users: RwLock::default(),
+            connections: AtomicUsize::new(0),
+            room_count: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Hub {
+    fn shard(&self, room_id: &str) -> &RoomShard {
+        &self.rooms[self.hasher.hash_one(room_id) as usize % ROOM_SHARDS]
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.room_count.load(Ordering::Relaxed)
+    }
+
+    /// Registers a connection under its user (user-targeted events, disconnects, drain).
+    pub fn register(&self, conn: &Arc<ConnHandle>) {
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        users
+            .entry(conn.user_id.clone())
+            .or_default()
+            .push(conn.clone());
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes a connection; returns whether it was its user's last one on this node.
+    pub fn unregister(&self, conn: &ConnHandle) -> bool {
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = users.get_mut(&conn.user_id) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|c| c.id != conn.id);
+        if list.len() < before {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        let last = list.is_empty();
+        if last {
+            users.remove(&conn.user_id);
+        }
+        last
+    }
+
+    /// Whether the user had no connection here before this one (to subscribe its channel once).
+    pub fn user_connection_count(&self, user_id: &str) -> usize {
+        self.users
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user_id)
+            .map_or(0, Vec::len)
+    }
+
+    /// Every connection of the node (for drain).
+    pub fn all_connections(&self) -> Vec<Arc<ConnHandle>> {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        users.values().flatten().cloned().collect()
+    }
+
+    /// Adds a local subscriber to a room.
+    pub fn subscribe(&self, room_id: &Arc<str>, conn: &Arc<ConnHandle>) {
+        let mut shard = self
+            .shard(room_id)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let entry = shard.entry(room_id.clone()).or_insert_with(|| {
+            self.room_count.fetch_add(1, Ordering::Relaxed);
+            RoomEntry::default()
+        });
+        entry.subscribers.push(conn.clone());
+    }
+
+    /// Removes a local subscriber from a room.
+    pub fn unsubscribe(&self, room_id: &str, conn: &ConnHandle) {
+        let mut shard = self
+            .shard(room_id)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = shard.get_mut(room_id) else {
+            return;
+        };
+        if let Some(i) = entry.subscribers.iter().position(|c| c.id == conn.id) {
+            entry.subscribers.swap_remove(i);
+        }
+        if entry.subscribers.is_empty() {
+            shard.remove(room_id);
+            self.room_count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The fan-out loop: one room event to every local subscriber of the room.
+    fn fan_out(&self, room_id: &str, event: &RoomEvent) {
+        let shard = self
+            .shard(room_id)
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = shard.get(room_id) else {
+            return;
+        };
+        if let Some((seq, epoch)) = &event.durable {
+            self.check_epoch(room_id, entry, *seq, epoch);
+        }
+        let mut delivered = 0u64;
+        for conn in &entry.subscribers {
+            if event
+                .exclude_user
+                .as_ref()
+                .is_some_and(|u| *u == conn.user_id)
+            {
+                continue;
+            }
+            conn.deliver(room_id, event);
+            delivered += 1;
+        }
+        let m = metrics();
+        if event.durable.is_some() {
+            &m.deliveries_durable
+        } else {
+            &m.deliveries_volatile
+        }
+        .increment(delivered);
+    }
+
+    /// Sends `room-reset` before the first message of a new epoch (the history was lost).
+    fn check_epoch(&self, room_id: &str, entry: &RoomEntry, seq: u64, epoch: &Arc<str>) {
+        let mut known = entry.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = known.as_ref().is_some_and(|k| k != epoch);
+        *known = Some(epoch.clone());
+        drop(known);
+        if changed {
+            let reset = Arc::new(SharedFrame::new(ServerMessage::RoomReset {
+                room_id: room_id.to_owned(),
+                epoch: epoch.to_string(),
+                seq: seq.saturating_sub(1),
+            }));
+            let event = RoomEvent {
+                frame: reset,
+                durable: None,
+                exclude_user: None,
+            };
+            for conn in &entry.subscribers {
+                conn.deliver(room_id, &event);
+            }
+        }
+    }
+}
+
+impl EventSink for Hub {
+    fn room_event(&self, room_id: &str, event: &RoomEvent) {
+        self.fan_out(room_id, event);
+    }
+
+    fn user_event(&self, user_id: &str, event: &UserEvent) {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        let Some(conns) = users.get(user_id) else {
+            return;
+        };
+        for conn in conns {
+            match event {
+                UserEvent::Event(frame) => {
+                    let room_event = RoomEvent {
+                        frame: frame.clone(),
+                        durable: None,
+                        exclude_user: None,
+                    };
+                    conn.enqueue(&room_event);
+                }
+                UserEvent::Disconnect { reason } => conn.close(close::POLICY, reason),
+            }
+        }
+    }
+}

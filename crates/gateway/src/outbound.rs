@@ -1,0 +1,367 @@
+//! The outbound queue of one connection, and the policy at its bound.
+//!
+//! Everything a connection is sent waits here until its writer task takes it: replies, room
+//! messages (shared, encoded once per node), replays. The queue is bounded by `queue_max`
+//! messages, with a named policy at the bound:
+//! - typing and cursor events are *droppable*: when the queue is full they are dropped (and
+//!   counted); a queued cursor position is replaced by a newer one of the same user and room
+//!   (conflation), so a busy room sends only the latest position;
+//! - anything else evicts the oldest droppable event; when there is none, the connection is a
+//!   slow consumer and is closed with 4009 (it resumes with `sinceSeq`).
+//!
+//! A replay (missed messages on a resume) is bounded by the room history size and is not counted
+//! against the bound.
+
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use switchyard_protocol::{Encoding, ServerMessage, SharedFrame};
+use tokio::sync::Notify;
+
+/// Something queued for a connection.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A message shared with other recipients on this node, encoded on first use.
+    Shared(Arc<SharedFrame>),
+    /// A message already encoded in this connection's encoding (a reply).
+    Encoded(Bytes),
+}
+
+impl Payload {
+    pub fn bytes(&self, encoding: Encoding) -> &[u8] {
+        match self {
+            Payload::Shared(frame) => frame.encoded(encoding),
+            Payload::Encoded(bytes) => bytes,
+        }
+    }
+}
+
+/// The slow-consumer verdict: the queue is full of messages that may not be dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+/// What happened to a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// A droppable event was dropped (this one, or an older one to make room).
+    DroppedVolatile,
+    /// A cursor position replaced a queued one.
+    Conflated,
+}
+
+type CursorKey = (Arc<str>, Arc<str>);
+
+enum Slot {
+    Message {
+        payload: Payload,
+        droppable: bool,
+        counted: bool,
+    },
+    /// The newest position of this (room, user) waits in `cursors`.
+    Cursor(CursorKey),
+}
+
+#[derive(Default)]
+struct State {
+    slots: VecDeque<Slot>,
+    cursors: HashMap<CursorKey, Arc<SharedFrame>>,
+    /// Slots that count against the bound (everything but replays).
+    counted: usize,
+    closed: bool,
+}
+
+/// A connection's bounded outbound queue. Producers push from any task without waiting; the
+/// writer is woken through `notify`.
+pub struct OutboundQueue {
+    state: Mutex<State>,
+    notify: Notify,
+    max: usize,
+    /// Node-wide total of queued messages, for the queue-depth gauge.
+    depth: Arc<AtomicI64>,
+}
+
+impl OutboundQueue {
+    pub fn new(max: usize, depth: Arc<AtomicI64>) -> Self {
+        OutboundQueue {
+            state: Mutex::default(),
+            notify: Notify::new(),
+            max,
+            depth,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a message that may not be dropped.
+    pub fn push(&self, payload: Payload) -> Result<Pushed, Overflow> {
+        let mut s = self.lock();
+        if s.closed {
+            return Ok(Pushed::Queued);
+        }
+        let mut outcome = Pushed::Queued;
+        if s.counted >= self.max {
+            if !evict_droppable(&mut s) {
+                return Err(Overflow);
+            }
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            outcome = Pushed::DroppedVolatile;
+        }
+        s.slots.push_back(Slot::Message {
+            payload,
+            droppable: false,
+            counted: true,
+        });
+        s.counted += 1;
+        drop(s);
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.notify.notify_one();
+        Ok(outcome)
+    }
+
+    /// Queues a typing or cursor event: conflated (cursors) and dropped first.
+    pub fn push_volatile(&self, frame: &Arc<SharedFrame>) -> Pushed {
+        let mut s = self.lock();
+        if s.closed {
+            return Pushed::Queued;
+        }
+        if let ServerMessage::CursorMove {
+            room_id, user_id, ..
+        } = frame.message()
+        {
+            let key: CursorKey = (Arc::from(room_id.as_str()), Arc::from(user_id.as_str()));
+            if let Some(queued) = s.cursors.get_mut(&key) {
+                *queued = frame.clone();
+                return Pushed::Conflated;
+            }
+            if s.counted >= self.max {
+                return Pushed::DroppedVolatile;
+            }
+            s.cursors.insert(key.clone(), frame.clone());
+            s.slots.push_back(Slot::Cursor(key));
+        } else {
+            if s.counted >= self.max {
+                return Pushed::DroppedVolatile;
+            }
+            s.slots.push_back(Slot::Message {
+                payload: Payload::Shared(frame.clone()),
+                droppable: true,
+                counted: true,
+            });
+        }
+        s.counted += 1;
+        drop(s);
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.notify.notify_one();
+        Pushed::Queued
+    }
+
+    /// Queues missed messages of a resume, in order, outside the bound.
+    pub fn push_replay(&self, frames: impl IntoIterator<Item = Arc<SharedFrame>>) {
+        let mut s = self.lock();
+        if s.closed {
+            return;
+        }
+        let before = s.slots.len();
+        s.slots.extend(frames.into_iter().map(|f| Slot::Message {
+            payload: Payload::Shared(f),
+            droppable: false,
+            counted: false,
+        }));
+        let added = s.slots.len() - before;
+        drop(s);
+        self.depth.fetch_add(added as i64, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Moves up to `max_items` messages (and about `max_bytes`, at least one) into `out`.
+    pub fn drain_into(
+        &self,
+        out: &mut Vec<Payload>,
+        max_items: usize,
+        max_bytes: usize,
+        encoding: Encoding,
+    ) {
+        let mut s = self.lock();
+        let mut bytes = 0;
+        let mut taken = 0i64;
+        while out.len() < max_items && bytes < max_bytes {
+            let Some(slot) = s.slots.pop_front() else {
+                break;
+            };
+            taken += 1;
+            let payload = match slot {
+                Slot::Message {
+                    payload, counted, ..
+                } => {
+                    if counted {
+                        s.counted -= 1;
+                    }
+                    payload
+                }
+                Slot::Cursor(key) => {
+                    s.counted -= 1;
+                    match s.cursors.remove(&key) {
+                        Some(frame) => Payload::Shared(frame),
+                        None => continue,
+                    }
+                }
+            };
+            bytes += payload.bytes(encoding).len();
+            out.push(payload);
+        }
+        drop(s);
+        self.depth.fetch_sub(taken, Ordering::Relaxed);
+    }
+
+    /// Number of queued messages.
+    pub fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Refuses further pushes; with `discard`, drops what is queued (a slow consumer's backlog).
+    pub fn close(&self, discard: bool) {
+        let mut s = self.lock();
+        s.closed = true;
+        if discard {
+            let n = s.slots.len() as i64;
+            s.slots.clear();
+            s.cursors.clear();
+            s.counted = 0;
+            self.depth.fetch_sub(n, Ordering::Relaxed);
+        }
+        drop(s);
+        self.notify.notify_one();
+    }
+
+    /// Waits until something may have been pushed.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+}
+
+impl Drop for OutboundQueue {
+    fn drop(&mut self) {
+        let n = self.lock().slots.len() as i64;
+        self.depth.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+fn evict_droppable(s: &mut State) -> bool {
+    let Some(i) = s.slots.iter().position(|slot| {
+        matches!(
+            slot,
+            Slot::Cursor(_)
+                | Slot::Message {
+                    droppable: true,
+                    ..
+                }
+        )
+    }) else {
+        return false;
+    };
+    if let Some(Slot::Cursor(key)) = s.slots.remove(i) {
+        s.cursors.remove(&key);
+    }
+    s.counted -= 1;
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(user: &str, x: f64) -> Arc<SharedFrame> {
+        Arc::new(SharedFrame::new(ServerMessage::CursorMove {
+            room_id: "r".into(),
+            user_id: user.into(),
+            x,
+            y: 0.0,
+            color: "#000".into(),
+        }))
+    }
+
+    fn typing() -> Arc<SharedFrame> {
+        Arc::new(SharedFrame::new(ServerMessage::TypingStart {
+            room_id: "r".into(),
+            user_id: "u".into(),
+        }))
+    }
+
+    fn reply(n: u8) -> Payload {
+        Payload::Encoded(Bytes::from(vec![n]))
+    }
+
+    fn drain(q: &OutboundQueue) -> Vec<Payload> {
+        let mut out = Vec::new();
+        q.drain_into(&mut out, usize::MAX, usize::MAX, Encoding::Json);
+        out
+    }
+
+    #[test]
+    fn cursors_are_conflated_in_place() {
+        let q = OutboundQueue::new(8, Arc::default());
+        q.push_volatile(&cursor("a", 1.0));
+        q.push(reply(1)).unwrap();
+        assert_eq!(q.push_volatile(&cursor("a", 2.0)), Pushed::Conflated);
+        q.push_volatile(&cursor("b", 3.0));
+        let out = drain(&q);
+        assert_eq!(out.len(), 3);
+        let Payload::Shared(first) = &out[0] else {
+            panic!()
+        };
+        assert!(matches!(first.message(), ServerMessage::CursorMove { x, .. } if *x == 2.0));
+    }
+
+    #[test]
+    fn volatile_goes_first_then_4009() {
+        let depth = Arc::new(AtomicI64::new(0));
+        let q = OutboundQueue::new(3, depth.clone());
+        q.push_volatile(&typing());
+        q.push(reply(1)).unwrap();
+        q.push(reply(2)).unwrap();
+        assert_eq!(
+            q.push_volatile(&typing()),
+            Pushed::DroppedVolatile,
+            "full: volatile is dropped"
+        );
+        assert_eq!(
+            q.push(reply(3)),
+            Ok(Pushed::DroppedVolatile),
+            "full: durable evicts the volatile"
+        );
+        assert_eq!(
+            q.push(reply(4)),
+            Err(Overflow),
+            "full of durable: slow consumer"
+        );
+        assert_eq!(depth.load(Ordering::Relaxed), 3);
+        q.push_replay(vec![typing(), typing()]);
+        assert_eq!(q.len(), 5, "replays are outside the bound");
+        assert_eq!(drain(&q).len(), 5);
+        assert_eq!(depth.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn drain_respects_batch_limits() {
+        let q = OutboundQueue::new(100, Arc::default());
+        for i in 0..10 {
+            q.push(reply(i)).unwrap();
+        }
+        let mut out = Vec::new();
+        q.drain_into(&mut out, 4, usize::MAX, Encoding::Json);
+        assert_eq!(out.len(), 4);
+        out.clear();
+        q.drain_into(&mut out, 100, 2, Encoding::Json);
+        assert_eq!(out.len(), 2, "stops once the byte budget is reached");
+        q.close(true);
+        assert!(q.is_empty());
+    }
+}
