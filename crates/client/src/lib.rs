@@ -31,7 +31,11 @@ pub struct ConnectOptions {
 pub enum ConnectError {
     /// The server refused the upgrade with an HTTP status (401, 403, 429, ...).
     #[error("HTTP {status}: {body}")]
-    Refused { status: u16, body: Value, retry_after: Option<String> },
+    Refused {
+        status: u16,
+        body: Value,
+        retry_after: Option<String>,
+    },
     #[error("connection failed: {0}")]
     Ws(#[from] tungstenite::Error),
 }
@@ -73,7 +77,11 @@ impl Client {
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<Client, ConnectError> {
         let mut url = url.to_owned();
         if let (Some(token), true) = (&options.token, options.token_in_query) {
-            url.push_str(if url.contains('?') { "&token=" } else { "?token=" });
+            url.push_str(if url.contains('?') {
+                "&token="
+            } else {
+                "?token="
+            });
             url.push_str(token);
         }
         let mut request = url.into_client_request()?;
@@ -101,7 +109,11 @@ impl Client {
                     .as_deref()
                     .and_then(|b| serde_json::from_slice(b).ok())
                     .unwrap_or(Value::Null);
-                return Err(ConnectError::Refused { status, body, retry_after });
+                return Err(ConnectError::Refused {
+                    status,
+                    body,
+                    retry_after,
+                });
             }
             Err(e) => return Err(e.into()),
         };
@@ -110,15 +122,28 @@ impl Client {
             .get("sec-websocket-protocol")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let send_encoding = if protocol.as_deref() == Some("switchyard.v1.msgpack") { Encoding::MsgPack } else { Encoding::Json };
-        Ok(Client { ws, pending: VecDeque::new(), send_encoding, protocol, frames: 0, batch_frames: 0 })
+        let send_encoding = if protocol.as_deref() == Some("switchyard.v1.msgpack") {
+            Encoding::MsgPack
+        } else {
+            Encoding::Json
+        };
+        Ok(Client {
+            ws,
+            pending: VecDeque::new(),
+            send_encoding,
+            protocol,
+            frames: 0,
+            batch_frames: 0,
+        })
     }
 
     /// Sends one message (or a batch, when `message` is an array) in the send encoding.
     pub async fn send(&mut self, message: Value) -> Result<(), tungstenite::Error> {
         let frame = match self.send_encoding {
             Encoding::Json => Message::text(message.to_string()),
-            Encoding::MsgPack => Message::binary(rmp_serde::to_vec_named(&message).unwrap_or_default()),
+            Encoding::MsgPack => {
+                Message::binary(rmp_serde::to_vec_named(&message).unwrap_or_default())
+            }
         };
         self.ws.send(frame).await
     }
@@ -140,10 +165,15 @@ impl Client {
                 Some(Ok(frame)) => frame,
             };
             let value: Value = match frame {
-                Message::Text(t) => serde_json::from_str(t.as_str()).map_err(|e| RecvError::Decode(e.to_string()))?,
-                Message::Binary(b) => rmp_serde::from_slice(&b).map_err(|e| RecvError::Decode(e.to_string()))?,
+                Message::Text(t) => serde_json::from_str(t.as_str())
+                    .map_err(|e| RecvError::Decode(e.to_string()))?,
+                Message::Binary(b) => {
+                    rmp_serde::from_slice(&b).map_err(|e| RecvError::Decode(e.to_string()))?
+                }
                 Message::Close(frame) => {
-                    let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
                     return Err(RecvError::Closed { code, reason });
                 }
                 _ => continue,
@@ -161,7 +191,9 @@ impl Client {
 
     /// Receives with a deadline.
     pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<Value, RecvError> {
-        tokio::time::timeout(timeout, self.recv()).await.unwrap_or(Err(RecvError::Timeout))
+        tokio::time::timeout(timeout, self.recv())
+            .await
+            .unwrap_or(Err(RecvError::Timeout))
     }
 
     /// Receives until a message of `kind` (its `type`) arrives, skipping others; with a deadline.
@@ -170,7 +202,11 @@ impl Client {
     }
 
     /// Receives until `predicate` holds, skipping other messages; with a deadline.
-    pub async fn recv_until(&mut self, predicate: impl Fn(&Value) -> bool, timeout: Duration) -> Result<Value, RecvError> {
+    pub async fn recv_until(
+        &mut self,
+        predicate: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Result<Value, RecvError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -196,7 +232,10 @@ impl Client {
 
     /// Closes with a code (1000 for a normal close).
     pub async fn close(mut self, code: u16) {
-        let frame = CloseFrame { code: code.into(), reason: "".into() };
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: "".into(),
+        };
         let _ = self.ws.close(Some(frame)).await;
     }
 

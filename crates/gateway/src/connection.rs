@@ -605,6 +605,10 @@ impl Session {
             self.reject(reference, rejection);
             return;
         }
+        // Hold this connection's room events until the ack is queued: the sender sees its ack
+        // first, then its own message (which may arrive from the broker before the reply).
+        let room: Arc<str> = Arc::from(room_id.as_str());
+        self.conn.begin_sync(&room);
         let started = std::time::Instant::now();
         let result = self.app.broker.publish_durable(&room_id, draft).await;
         metrics()
@@ -622,6 +626,7 @@ impl Session {
             }),
             Err(e) => self.reject(reference, refused(broker_rejection(e))),
         }
+        self.conn.end_sync(&room, None);
     }
 
     /// Takes one unit of the durable budget; repeated refusals close the connection (1008).

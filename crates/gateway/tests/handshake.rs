@@ -8,7 +8,10 @@ use serde_json::json;
 use switchyard_client::{ConnectError, ConnectOptions};
 
 fn opts(token: &str) -> ConnectOptions {
-    ConnectOptions { token: Some(token.to_owned()), ..Default::default() }
+    ConnectOptions {
+        token: Some(token.to_owned()),
+        ..Default::default()
+    }
 }
 
 async fn refused(node: &Node, options: ConnectOptions) -> (u16, serde_json::Value) {
@@ -22,15 +25,24 @@ async fn refused(node: &Node, options: ConnectOptions) -> (u16, serde_json::Valu
 #[tokio::test]
 async fn token_in_header_or_query_and_welcome_first() {
     let node = Node::start(&[]).await;
-    let mut c = node.connect_opts(opts(&token("alice", json!({})))).await.unwrap();
+    let mut c = node
+        .connect_opts(opts(&token("alice", json!({}))))
+        .await
+        .unwrap();
     let welcome = c.recv_timeout(SOON).await.unwrap();
     assert_eq!(welcome["type"], "welcome");
     assert_eq!(welcome["userId"], "alice");
     assert_eq!(welcome["node"], "test-node");
     assert_eq!(welcome["heartbeatMs"], 25000);
-    assert!(welcome["connectionId"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(welcome["connectionId"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
 
-    let q = ConnectOptions { token: Some(token("bob", json!({}))), token_in_query: true, ..Default::default() };
+    let q = ConnectOptions {
+        token: Some(token("bob", json!({}))),
+        token_in_query: true,
+        ..Default::default()
+    };
     let mut c = node.connect_opts(q).await.unwrap();
     assert_eq!(c.recv_timeout(SOON).await.unwrap()["userId"], "bob");
     node.stop().await;
@@ -38,7 +50,11 @@ async fn token_in_header_or_query_and_welcome_first() {
 
 #[tokio::test]
 async fn bad_tokens_get_401_with_json() {
-    let node = Node::start(&[("SWITCHYARD_JWT_ISSUER", "https://auth.example"), ("SWITCHYARD_JWT_AUDIENCE", "switchyard")]).await;
+    let node = Node::start(&[
+        ("SWITCHYARD_JWT_ISSUER", "https://auth.example"),
+        ("SWITCHYARD_JWT_AUDIENCE", "switchyard"),
+    ])
+    .await;
     let good = json!({"iss": "https://auth.example", "aud": "switchyard"});
     node.connect_with(token("ok", good.clone())).await;
 
@@ -67,20 +83,70 @@ async fn bad_tokens_get_401_with_json() {
         ("alg none", Some(none_alg)),
         ("forged signature", Some(forged)),
         ("other secret", Some(other_secret)),
-        ("expired", Some(token("x", json!({"iss": "https://auth.example", "aud": "switchyard", "exp": now_s() - 120})))),
-        ("not yet valid", Some(token("x", json!({"iss": "https://auth.example", "aud": "switchyard", "nbf": now_s() + 600})))),
-        ("wrong iss", Some(token("x", json!({"iss": "https://evil.example", "aud": "switchyard"})))),
-        ("missing iss", Some(token("x", json!({"aud": "switchyard"})))),
-        ("wrong aud", Some(token("x", json!({"iss": "https://auth.example", "aud": "other"})))),
-        ("missing aud", Some(token("x", json!({"iss": "https://auth.example"})))),
-        ("missing sub", Some(sign(&json!({"exp": now_s() + 600, "iss": "https://auth.example", "aud": "switchyard"})))),
-        ("missing exp", Some(sign(&json!({"sub": "x", "iss": "https://auth.example", "aud": "switchyard"})))),
+        (
+            "expired",
+            Some(token(
+                "x",
+                json!({"iss": "https://auth.example", "aud": "switchyard", "exp": now_s() - 120}),
+            )),
+        ),
+        (
+            "not yet valid",
+            Some(token(
+                "x",
+                json!({"iss": "https://auth.example", "aud": "switchyard", "nbf": now_s() + 600}),
+            )),
+        ),
+        (
+            "wrong iss",
+            Some(token(
+                "x",
+                json!({"iss": "https://evil.example", "aud": "switchyard"}),
+            )),
+        ),
+        (
+            "missing iss",
+            Some(token("x", json!({"aud": "switchyard"}))),
+        ),
+        (
+            "wrong aud",
+            Some(token(
+                "x",
+                json!({"iss": "https://auth.example", "aud": "other"}),
+            )),
+        ),
+        (
+            "missing aud",
+            Some(token("x", json!({"iss": "https://auth.example"}))),
+        ),
+        (
+            "missing sub",
+            Some(sign(
+                &json!({"exp": now_s() + 600, "iss": "https://auth.example", "aud": "switchyard"}),
+            )),
+        ),
+        (
+            "missing exp",
+            Some(sign(
+                &json!({"sub": "x", "iss": "https://auth.example", "aud": "switchyard"}),
+            )),
+        ),
     ];
     for (what, token) in cases {
-        let (status, body) = refused(&node, ConnectOptions { token, ..Default::default() }).await;
+        let (status, body) = refused(
+            &node,
+            ConnectOptions {
+                token,
+                ..Default::default()
+            },
+        )
+        .await;
         assert_eq!(status, 401, "{what}");
         assert_eq!(body["error"], "unauthorized", "{what}: {body}");
-        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {body}"
+        );
     }
     node.stop().await;
 }
@@ -92,8 +158,22 @@ fn keypair(kind: &str) -> (Vec<u8>, Vec<u8>) {
     let private = dir.join("private.pem");
     let public = dir.join("public.pem");
     let args: Vec<&str> = match kind {
-        "rsa" => vec!["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"],
-        _ => vec!["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"],
+        "rsa" => vec![
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ],
+        _ => vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ],
     };
     let ok = std::process::Command::new("openssl")
         .args(&args)
@@ -110,14 +190,20 @@ fn keypair(kind: &str) -> (Vec<u8>, Vec<u8>) {
         .status()
         .unwrap();
     assert!(ok.success());
-    let keys = (std::fs::read(&private).unwrap(), std::fs::read(&public).unwrap());
+    let keys = (
+        std::fs::read(&private).unwrap(),
+        std::fs::read(&public).unwrap(),
+    );
     std::fs::remove_dir_all(&dir).ok();
     keys
 }
 
 #[tokio::test]
 async fn rs256_and_es256_with_a_public_key() {
-    for (kind, alg) in [("rsa", jsonwebtoken::Algorithm::RS256), ("ec", jsonwebtoken::Algorithm::ES256)] {
+    for (kind, alg) in [
+        ("rsa", jsonwebtoken::Algorithm::RS256),
+        ("ec", jsonwebtoken::Algorithm::ES256),
+    ] {
         let (private, public) = keypair(kind);
         let path = std::env::temp_dir().join(format!("sy-pub-{kind}-{}.pem", std::process::id()));
         std::fs::write(&path, &public).unwrap();
@@ -152,13 +238,30 @@ async fn rs256_and_es256_with_a_public_key() {
 async fn subprotocol_selection() {
     let node = Node::start(&[]).await;
     let t = token("p", json!({}));
-    let with = |p: &str| ConnectOptions { token: Some(t.clone()), subprotocols: Some(p.to_owned()), ..Default::default() };
+    let with = |p: &str| ConnectOptions {
+        token: Some(t.clone()),
+        subprotocols: Some(p.to_owned()),
+        ..Default::default()
+    };
 
-    let c = node.connect_opts(with("switchyard.v1.msgpack")).await.unwrap();
+    let c = node
+        .connect_opts(with("switchyard.v1.msgpack"))
+        .await
+        .unwrap();
     assert_eq!(c.protocol.as_deref(), Some("switchyard.v1.msgpack"));
-    let c = node.connect_opts(with("chat, switchyard.v1.json, switchyard.v1.msgpack")).await.unwrap();
-    assert_eq!(c.protocol.as_deref(), Some("switchyard.v1.json"), "the client's first supported choice");
-    let c = node.connect_opts(with("switchyard.v1.msgpack, switchyard.v1.json")).await.unwrap();
+    let c = node
+        .connect_opts(with("chat, switchyard.v1.json, switchyard.v1.msgpack"))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.protocol.as_deref(),
+        Some("switchyard.v1.json"),
+        "the client's first supported choice"
+    );
+    let c = node
+        .connect_opts(with("switchyard.v1.msgpack, switchyard.v1.json"))
+        .await
+        .unwrap();
     assert_eq!(c.protocol.as_deref(), Some("switchyard.v1.msgpack"));
     let c = node.connect_opts(opts(&t)).await.unwrap();
     assert_eq!(c.protocol, None, "none offered: JSON, nothing echoed");
@@ -169,26 +272,48 @@ async fn subprotocol_selection() {
 
 #[tokio::test]
 async fn origin_allowlist() {
-    let node = Node::start(&[("SWITCHYARD_ALLOWED_ORIGINS", "https://app.example, http://localhost:3000")]).await;
+    let node = Node::start(&[(
+        "SWITCHYARD_ALLOWED_ORIGINS",
+        "https://app.example, http://localhost:3000",
+    )])
+    .await;
     let t = token("o", json!({}));
-    let from = |o: &str| ConnectOptions { token: Some(t.clone()), origin: Some(o.to_owned()), ..Default::default() };
-    node.connect_opts(from("https://app.example")).await.unwrap();
-    node.connect_opts(from("http://localhost:3000")).await.unwrap();
+    let from = |o: &str| ConnectOptions {
+        token: Some(t.clone()),
+        origin: Some(o.to_owned()),
+        ..Default::default()
+    };
+    node.connect_opts(from("https://app.example"))
+        .await
+        .unwrap();
+    node.connect_opts(from("http://localhost:3000"))
+        .await
+        .unwrap();
     let (status, body) = refused(&node, from("https://evil.example")).await;
     assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")));
-    node.connect_opts(opts(&t)).await.expect("no Origin (not a browser) is not refused for that");
+    node.connect_opts(opts(&t))
+        .await
+        .expect("no Origin (not a browser) is not refused for that");
     node.stop().await;
 }
 
 #[tokio::test]
 async fn too_many_handshakes_get_429_with_retry_after() {
-    let node = Node::start(&[("SWITCHYARD_HANDSHAKE_PER_SEC", "1"), ("SWITCHYARD_HANDSHAKE_BURST", "3")]).await;
+    let node = Node::start(&[
+        ("SWITCHYARD_HANDSHAKE_PER_SEC", "1"),
+        ("SWITCHYARD_HANDSHAKE_BURST", "3"),
+    ])
+    .await;
     let t = token("h", json!({}));
     for _ in 0..3 {
         node.connect_opts(opts(&t)).await.unwrap();
     }
     match node.connect_opts(opts(&t)).await {
-        Err(ConnectError::Refused { status, body, retry_after }) => {
+        Err(ConnectError::Refused {
+            status,
+            body,
+            retry_after,
+        }) => {
             assert_eq!(status, 429);
             assert_eq!(body["error"], "rate_limited");
             let secs: u64 = retry_after.expect("Retry-After").parse().unwrap();

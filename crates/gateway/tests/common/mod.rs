@@ -40,9 +40,15 @@ impl Node {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
-            switchyard_gateway::run(listener, config, stop).await.expect("node runs");
+            switchyard_gateway::run(listener, config, stop)
+                .await
+                .expect("node runs");
         });
-        Node { addr, shutdown, task }
+        Node {
+            addr,
+            shutdown,
+            task,
+        }
     }
 
     pub fn ws_url(&self) -> String {
@@ -60,15 +66,27 @@ impl Node {
 
     /// Connects with a token and reads the `welcome`.
     pub async fn connect_with(&self, token: String) -> Client {
-        let mut client = Client::connect(&self.ws_url(), ConnectOptions { token: Some(token), ..Default::default() })
-            .await
-            .expect("handshake accepted");
+        let mut client = Client::connect(
+            &self.ws_url(),
+            ConnectOptions {
+                token: Some(token),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("handshake accepted");
         let welcome = client.recv_timeout(SOON).await.expect("welcome");
-        assert_eq!(welcome["type"], "welcome", "the first frame is welcome: {welcome}");
+        assert_eq!(
+            welcome["type"], "welcome",
+            "the first frame is welcome: {welcome}"
+        );
         client
     }
 
-    pub async fn connect_opts(&self, options: ConnectOptions) -> Result<Client, switchyard_client::ConnectError> {
+    pub async fn connect_opts(
+        &self,
+        options: ConnectOptions,
+    ) -> Result<Client, switchyard_client::ConnectError> {
         Client::connect(&self.ws_url(), options).await
     }
 
@@ -79,7 +97,10 @@ impl Node {
 }
 
 pub fn now_s() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// An HS256 token for `sub`, valid for an hour, with `extra` claims merged in.
@@ -94,21 +115,38 @@ pub fn token(sub: &str, extra: Value) -> String {
 }
 
 pub fn sign(claims: &Value) -> String {
-    jsonwebtoken::encode(&Header::default(), claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    jsonwebtoken::encode(
+        &Header::default(),
+        claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
 }
 
 /// Joins a room and returns the `room-joined` reply.
 pub async fn join(client: &mut Client, room: &str) -> Value {
-    client.send(json!({ "type": "join-room", "roomId": room })).await.unwrap();
-    let reply = client.recv_until(|v| v["type"] == "room-joined" || v["type"] == "error", SOON).await.unwrap();
+    client
+        .send(json!({ "type": "join-room", "roomId": room }))
+        .await
+        .unwrap();
+    let reply = client
+        .recv_until(|v| v["type"] == "room-joined" || v["type"] == "error", SOON)
+        .await
+        .unwrap();
     assert_eq!(reply["type"], "room-joined", "{reply}");
     reply
 }
 
 /// Sends a chat message and returns its ack.
 pub async fn say(client: &mut Client, room: &str, temp_id: &str, text: &str) -> Value {
-    client.send(json!({ "type": "message", "roomId": room, "tempId": temp_id, "text": text })).await.unwrap();
-    client.recv_until(|v| v["type"] == "ack" && v["tempId"] == temp_id, SOON).await.unwrap()
+    client
+        .send(json!({ "type": "message", "roomId": room, "tempId": temp_id, "text": text }))
+        .await
+        .unwrap();
+    client
+        .recv_until(|v| v["type"] == "ack" && v["tempId"] == temp_id, SOON)
+        .await
+        .unwrap()
 }
 
 /// Asserts that nothing matching `predicate` arrives within [`QUIET`].
