@@ -189,7 +189,7 @@ impl Broker for MemoryBroker {
         let key = draft.temp_id.as_ref().map(|t| {
             (
                 Arc::<str>::from(draft.user_id.as_deref().unwrap_or("")),
-                t.to_string(),
+                temp_id_key(t),
             )
         });
         if let Some(first) = key.as_ref().and_then(|k| log.temp_ids.get(k)) {
@@ -381,6 +381,14 @@ impl Broker for MemoryBroker {
     }
 }
 
+/// The idempotency key of a tempId: `7` and `"7"` are different tempIds.
+fn temp_id_key(temp_id: &switchyard_protocol::Ref) -> String {
+    match temp_id {
+        switchyard_protocol::Ref::Int(i) => format!("#{i}"),
+        switchyard_protocol::Ref::Str(s) => format!("'{s}"),
+    }
+}
+
 fn sorted_members(room: &RoomPresence) -> Vec<Member> {
     let mut members: Vec<Member> = room.values().map(|u| u.member.clone()).collect();
     members.sort_by(|a, b| {
@@ -443,6 +451,14 @@ mod tests {
                 .seq,
             1,
             "seq is per room"
+        );
+        let mut int_seven = draft("u", "x");
+        int_seven.temp_id = Some(Ref::Int(7));
+        let int = broker.publish_durable("t", int_seven).await.unwrap();
+        let string = broker.publish_durable("t", draft("u", "7")).await.unwrap();
+        assert!(
+            !int.duplicate && !string.duplicate,
+            "7 and \"7\" are different tempIds"
         );
 
         let page = broker.history("r", Some(1), None, 10).await.unwrap();

@@ -470,6 +470,7 @@ impl Session {
                 return Err(broker_rejection(e));
             }
         };
+        app.hub.note_epoch(&room, &page.epoch);
         let state = self.rooms.entry(room.clone()).or_default();
         let newly_present = presence && !state.present;
         let members = if presence {
@@ -768,9 +769,12 @@ async fn write_loop(
     expires_at: u64,
 ) {
     let config = &app.config;
-    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    // Ticks twice per heartbeat interval: every tick checks for silence (so a silent peer is
+    // closed within 2 to 2.5 intervals), every other tick sends the ping.
+    let mut heartbeat = tokio::time::interval(config.heartbeat / 2);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
+    let mut ticks = 0u64;
     let expiry = tokio::time::sleep(Duration::from_millis(
         (expires_at * 1000).saturating_sub(now_ms()),
     ));
@@ -795,7 +799,8 @@ async fn write_loop(
                     conn.close(close::GOING_AWAY, "heartbeat timeout");
                     break;
                 }
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                ticks += 1;
+                if ticks.is_multiple_of(2) && sink.send(Message::Ping(Bytes::new())).await.is_err() {
                     conn.close(close::GOING_AWAY, "write failed");
                     break;
                 }

@@ -249,6 +249,31 @@ pub async fn not_found() -> Response {
     json_error(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
+pub async fn method_not_allowed() -> Response {
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// A path parameter, or a JSON 400 when it does not decode (not axum's plain-text default).
+pub struct Param(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Param {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Param(value)),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
+    }
+}
+
 pub async fn demo_page() -> Html<&'static str> {
     Html(DEMO_PAGE)
 }
@@ -359,7 +384,7 @@ async fn read_event_body(app: &App, body: Body) -> Result<EventBody, ApiError> {
 /// `POST /api/rooms/{roomId}/publish` `{event, data}`: a durable event; `200 {seq}`.
 pub async fn api_room_publish(
     State(app): State<Arc<App>>,
-    Path(room_id): Path<String>,
+    Param(room_id): Param,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -382,7 +407,7 @@ pub async fn api_room_publish(
 /// `POST /api/users/{userId}/publish` `{event, data}`: an event to every connection of the user.
 pub async fn api_user_publish(
     State(app): State<Arc<App>>,
-    Path(user_id): Path<String>,
+    Param(user_id): Param,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -410,7 +435,7 @@ pub async fn api_user_publish(
 /// `GET /api/rooms/{roomId}/presence`: `{members}`.
 pub async fn api_room_presence(
     State(app): State<Arc<App>>,
-    Path(room_id): Path<String>,
+    Param(room_id): Param,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     api_auth(&app, &headers)?;
@@ -429,7 +454,7 @@ pub struct HistoryQuery {
 /// `GET /api/rooms/{roomId}/history?sinceSeq=N&limit=M`: `{messages, seq, epoch}`.
 pub async fn api_room_history(
     State(app): State<Arc<App>>,
-    Path(room_id): Path<String>,
+    Param(room_id): Param,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -454,7 +479,7 @@ pub async fn api_room_history(
 /// `POST /api/users/{userId}/disconnect`: closes the user's connections everywhere with 1008.
 pub async fn api_user_disconnect(
     State(app): State<Arc<App>>,
-    Path(user_id): Path<String>,
+    Param(user_id): Param,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     api_auth(&app, &headers)?;

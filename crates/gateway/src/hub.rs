@@ -249,6 +249,21 @@ impl Hub {
         entry.subscribers.push(conn.clone());
     }
 
+    /// Records the room's epoch as read at a join, so the first message of a later epoch is
+    /// preceded by `room-reset` even if no message of this epoch went through the node.
+    pub fn note_epoch(&self, room_id: &str, epoch: &Arc<str>) {
+        let shard = self
+            .shard(room_id)
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = shard.get(room_id) {
+            let mut known = entry.epoch.lock().unwrap_or_else(|e| e.into_inner());
+            if known.is_none() {
+                *known = Some(epoch.clone());
+            }
+        }
+    }
+
     /// Removes a local subscriber from a room.
     pub fn unsubscribe(&self, room_id: &str, conn: &ConnHandle) {
         let mut shard = self

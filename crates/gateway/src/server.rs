@@ -128,7 +128,10 @@ pub fn router(app: Arc<App>) -> Router {
             .route("/", get(http::demo_page))
             .route("/dev/token", get(http::dev_token));
     }
-    router.fallback(http::not_found).with_state(app)
+    router
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .with_state(app)
 }
 
 /// Serves the node on `listener` until `shutdown` is cancelled, then drains and returns.

@@ -146,6 +146,29 @@ async fn api_errors() {
     )
     .await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let (status, body) = call(
+        reqwest::Method::GET,
+        node.http("/api/rooms/r/publish"),
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    let (status, body) = call(
+        reqwest::Method::GET,
+        node.http("/api/rooms/%FF/presence"),
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_request")),
+        "undecodable path: JSON 400"
+    );
     node.stop().await;
 
     let closed = Node::start(&[("SWITCHYARD_API_KEYS", "")]).await;

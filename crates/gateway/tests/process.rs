@@ -49,12 +49,17 @@ fn spawn(env: &[(&str, &str)]) -> Proc {
             sink.lock().unwrap().push('\n');
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(10)).expect("the node logs its address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the node logs its address");
     Proc { child, addr, log }
 }
 
 fn terminate(p: &Proc) {
-    let ok = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
 
@@ -79,14 +84,20 @@ fn configuration_mistakes_stop_start_up_naming_the_setting() {
             cmd.env(k, v);
         }
         let out = cmd.output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, err) = run(&[("SWITCHYARD_QUEUE_MAX", "lots")]);
     assert_eq!(code, Some(2));
     assert!(err.contains("SWITCHYARD_QUEUE_MAX"), "{err}");
     let (code, err) = run(&[("SWITCHYARD_LISTEN", "0.0.0.0:0")]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("SWITCHYARD_JWT_SECRET") && err.contains("loopback"), "{err}");
+    assert!(
+        err.contains("SWITCHYARD_JWT_SECRET") && err.contains("loopback"),
+        "{err}"
+    );
     let (code, err) = run(&[("SWITCHYARD_LISTEN", "0.0.0.0:0"), ("SWITCHYARD_DEV", "1")]);
     assert_eq!(code, Some(2));
     assert!(err.contains("SWITCHYARD_DEV"), "{err}");
@@ -97,7 +108,12 @@ fn configuration_mistakes_stop_start_up_naming_the_setting() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for name in ["SWITCHYARD_LISTEN", "--listen", "SWITCHYARD_QUEUE_MAX", "--config"] {
+    for name in [
+        "SWITCHYARD_LISTEN",
+        "--listen",
+        "SWITCHYARD_QUEUE_MAX",
+        "--config",
+    ] {
         assert!(help.contains(name), "--help lacks {name}");
     }
     let out = Command::new(BIN).args(["--queue-max"]).output().unwrap();
@@ -112,7 +128,10 @@ async fn sigterm_drains_and_exits_zero() {
     let connect = |sub: String| {
         let url = url.clone();
         async move {
-            let opts = ConnectOptions { token: Some(token(&sub, json!({}))), ..Default::default() };
+            let opts = ConnectOptions {
+                token: Some(token(&sub, json!({}))),
+                ..Default::default()
+            };
             switchyard_client::Client::connect(&url, opts).await
         }
     };
@@ -123,7 +142,10 @@ async fn sigterm_drains_and_exits_zero() {
         join(&mut c, "r").await;
         clients.push(c);
     }
-    assert_eq!(api().get(http("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        api().get(http("/readyz")).send().await.unwrap().status(),
+        200
+    );
     terminate(&p);
 
     // While draining: readyz 503, health still 200, new upgrades refused with 503.
@@ -133,10 +155,16 @@ async fn sigterm_drains_and_exits_zero() {
         if status == 503 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "readyz never went 503");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readyz never went 503"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(api().get(http("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        api().get(http("/healthz")).send().await.unwrap().status(),
+        200
+    );
     match connect("late".into()).await {
         Err(ConnectError::Refused { status, .. }) => assert_eq!(status, 503),
         Err(e) => panic!("expected 503, got {e}"),
@@ -158,17 +186,32 @@ async fn tokens_never_reach_the_logs() {
     let good = token("logged", json!({}));
     let expired = token("logged", json!({"exp": now_s() - 3600}));
     let forged = format!("{}x", &good[..good.len() - 1]);
-    for (t, in_query) in [(&good, false), (&good, true), (&expired, true), (&forged, false)] {
-        let opts = ConnectOptions { token: Some(t.clone()), token_in_query: in_query, ..Default::default() };
+    for (t, in_query) in [
+        (&good, false),
+        (&good, true),
+        (&expired, true),
+        (&forged, false),
+    ] {
+        let opts = ConnectOptions {
+            token: Some(t.clone()),
+            token_in_query: in_query,
+            ..Default::default()
+        };
         if let Ok(mut c) = switchyard_client::Client::connect(&url, opts).await {
             c.recv_type("welcome", SOON).await.unwrap();
             c.close(1000).await;
         }
     }
     terminate(&p);
-    assert_eq!(tokio::task::block_in_place(|| wait_exit(&mut p, Duration::from_secs(15))), Some(0));
+    assert_eq!(
+        tokio::task::block_in_place(|| wait_exit(&mut p, Duration::from_secs(15))),
+        Some(0)
+    );
     let log = p.log.lock().unwrap().clone();
-    assert!(log.contains("handshake refused"), "the refusals are logged (without the token)");
+    assert!(
+        log.contains("handshake refused"),
+        "the refusals are logged (without the token)"
+    );
     for t in [&good, &expired, &forged] {
         let signature = t.rsplit('.').next().unwrap();
         assert!(!log.contains(signature), "a token reached the logs");

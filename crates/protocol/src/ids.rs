@@ -45,9 +45,6 @@ impl Ref {
     /// Reads a `ref`/`tempId` from a decoded value, enforcing its type and length.
     pub fn from_value(field: &str, value: &serde_json::Value) -> Result<Ref, String> {
         match value {
-            serde_json::Value::String(s) if s.is_empty() => {
-                Err(format!("{field} must not be empty"))
-            }
             serde_json::Value::String(s) if s.chars().count() > MAX_REF_CHARS => Err(format!(
                 "{field} must be at most {MAX_REF_CHARS} characters"
             )),
