@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
+use tracing::Instrument;
 
 use switchyard_broker::{BrokerError, DurableBody, DurableDraft, PresenceConn};
 use switchyard_protocol::codec::{encode, write_batch};
@@ -81,8 +82,6 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, identity: Identity, encodin
     ));
     conn.last_seen_ms.store(app.elapsed_ms(), Ordering::Relaxed);
     let span = tracing::info_span!("connection", id = %id, user = %identity.user_id, node = %app.config.node_id);
-    let _enter = span.enter();
-    drop(_enter);
 
     let mut session = Session {
         rate: limiter(app.config.rate),
@@ -111,10 +110,14 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, identity: Identity, encodin
 
     let (sink, stream) = socket.split();
     let expires_at = session.identity.expires_at;
-    tokio::join!(
-        session.run(stream),
-        write_loop(app.clone(), conn.clone(), sink, expires_at)
-    );
+    async {
+        tokio::join!(
+            session.run(stream),
+            write_loop(app.clone(), conn.clone(), sink, expires_at)
+        )
+    }
+    .instrument(span.clone())
+    .await;
 
     if app.hub.unregister(&conn) {
         app.broker.unsubscribe_user(&conn.user_id).await;

@@ -364,3 +364,117 @@ impl EventSink for Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicI64;
+
+    fn conn(id: &str, user: &str, encoding: Encoding) -> Arc<ConnHandle> {
+        let queue = OutboundQueue::new(16, Arc::new(AtomicI64::new(0)));
+        Arc::new(ConnHandle::new(
+            Arc::from(id),
+            Arc::from(user),
+            encoding,
+            queue,
+        ))
+    }
+
+    fn drained(conn: &ConnHandle) -> Vec<Payload> {
+        let mut out = Vec::new();
+        conn.queue
+            .drain_into(&mut out, 100, usize::MAX, conn.encoding);
+        out
+    }
+
+    #[test]
+    fn fan_out_encodes_once_per_encoding_and_skips_excluded_users() {
+        let hub = Hub::default();
+        let room: Arc<str> = Arc::from("r");
+        let conns = [
+            conn("1", "a", Encoding::Json),
+            conn("2", "b", Encoding::Json),
+            conn("3", "c", Encoding::MsgPack),
+            conn("4", "d", Encoding::MsgPack),
+            conn("5", "x", Encoding::Json),
+        ];
+        for c in &conns {
+            hub.subscribe(&room, c);
+        }
+        let frame = Arc::new(SharedFrame::new(ServerMessage::TypingStart {
+            room_id: "r".into(),
+            user_id: "x".into(),
+        }));
+        hub.room_event(
+            "r",
+            &RoomEvent {
+                frame,
+                durable: None,
+                exclude_user: Some(Arc::from("x")),
+            },
+        );
+        let bytes: Vec<Vec<*const u8>> = conns
+            .iter()
+            .map(|c| {
+                drained(c)
+                    .iter()
+                    .map(|p| p.bytes(c.encoding).as_ptr())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(bytes[0], bytes[1], "JSON recipients share one encoding");
+        assert_eq!(
+            bytes[2], bytes[3],
+            "MessagePack recipients share one encoding"
+        );
+        assert_ne!(bytes[0], bytes[2]);
+        assert!(
+            bytes[4].is_empty(),
+            "the excluded user's connections get nothing"
+        );
+        hub.unsubscribe("r", &conns[0]);
+        assert_eq!(hub.room_count(), 1);
+        for c in &conns[1..] {
+            hub.unsubscribe("r", c);
+        }
+        assert_eq!(
+            hub.room_count(),
+            0,
+            "a room without local subscribers is dropped"
+        );
+    }
+
+    #[test]
+    fn a_syncing_room_buffers_and_drops_what_the_reply_covers() {
+        let hub = Hub::default();
+        let room: Arc<str> = Arc::from("r");
+        let c = conn("1", "a", Encoding::Json);
+        hub.subscribe(&room, &c);
+        c.begin_sync(&room);
+        let epoch: Arc<str> = Arc::from("e");
+        for seq in 4..=6 {
+            let message = ServerMessage::RoomReset {
+                room_id: "r".into(),
+                epoch: "e".into(),
+                seq,
+            };
+            let frame = Arc::new(SharedFrame::new(message));
+            hub.room_event(
+                "r",
+                &RoomEvent {
+                    frame,
+                    durable: Some((seq, epoch.clone())),
+                    exclude_user: None,
+                },
+            );
+        }
+        assert!(c.queue.is_empty(), "buffered while syncing");
+        c.end_sync("r", Some(5));
+        let out = drained(&c);
+        assert_eq!(
+            out.len(),
+            1,
+            "seqs 4 and 5 are covered by the reply; 6 is live"
+        );
+    }
+}
