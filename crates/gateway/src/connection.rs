@@ -301,9 +301,7 @@ impl Session {
                     temp_id: Some(temp_id.clone()),
                     body: DurableBody::Message { text, data },
                 };
-                let needs_presence = true;
-                self.publish(room_id, temp_id, draft, needs_presence, reference)
-                    .await;
+                self.publish(room_id, temp_id, draft, true, reference).await;
             }
             ClientMessage::Publish {
                 room_id,
@@ -330,11 +328,7 @@ impl Session {
                     .await;
             }
             ClientMessage::TypingStart { room_id } => {
-                self.volatile_allowed(&room_id)?;
-                let until = Instant::now() + TYPING_TIMEOUT;
-                if let Some(room) = self.rooms.get_mut(room_id.as_str()) {
-                    room.typing_until = Some(until);
-                }
+                self.present_in(&room_id)?.typing_until = Some(Instant::now() + TYPING_TIMEOUT);
                 let user_id = self.identity.user_id.to_string();
                 self.volatile(
                     &room_id,
@@ -346,10 +340,7 @@ impl Session {
                 .await;
             }
             ClientMessage::TypingStop { room_id } => {
-                self.volatile_allowed(&room_id)?;
-                if let Some(room) = self.rooms.get_mut(room_id.as_str()) {
-                    room.typing_until = None;
-                }
+                self.present_in(&room_id)?.typing_until = None;
                 let user_id = self.identity.user_id.to_string();
                 self.volatile(
                     &room_id,
@@ -361,24 +352,23 @@ impl Session {
                 .await;
             }
             ClientMessage::CursorMove { room_id, x, y } => {
-                self.volatile_allowed(&room_id)?;
-                if let Some(room) = self.rooms.get_mut(room_id.as_str()) {
-                    room.cursor = true;
-                }
-                let message = ServerMessage::CursorMove {
-                    room_id: room_id.clone(),
-                    user_id: self.identity.user_id.to_string(),
-                    x,
-                    y,
-                    color: cursor_color(&self.identity.user_id).to_owned(),
-                };
-                self.volatile(&room_id, message).await;
+                self.present_in(&room_id)?.cursor = true;
+                let user_id = self.identity.user_id.to_string();
+                let color = cursor_color(&user_id).to_owned();
+                self.volatile(
+                    &room_id,
+                    ServerMessage::CursorMove {
+                        room_id: room_id.clone(),
+                        user_id,
+                        x,
+                        y,
+                        color,
+                    },
+                )
+                .await;
             }
             ClientMessage::CursorLeave { room_id } => {
-                self.volatile_allowed(&room_id)?;
-                if let Some(room) = self.rooms.get_mut(room_id.as_str()) {
-                    room.cursor = false;
-                }
+                self.present_in(&room_id)?.cursor = false;
                 let user_id = self.identity.user_id.to_string();
                 self.volatile(
                     &room_id,
@@ -655,15 +645,17 @@ impl Session {
         }
     }
 
-    /// Typing and cursor events need presence in the room, and their own budget. Past the
-    /// budget they are dropped silently (counted): they are superseded by the next one anyway.
-    fn volatile_allowed(&mut self, room_id: &str) -> Result<(), Rejection> {
-        if !self.rooms.get(room_id).is_some_and(|r| r.present) {
-            return Err(not_joined(room_id));
-        }
-        Ok(())
+    /// The state of a room this connection has joined (typing and cursors need presence).
+    fn present_in(&mut self, room_id: &str) -> Result<&mut RoomState, Rejection> {
+        self.rooms
+            .get_mut(room_id)
+            .filter(|r| r.present)
+            .ok_or_else(|| not_joined(room_id))
     }
 
+    /// Publishes a typing or cursor event within the volatile budget. Past the budget the
+    /// event is dropped silently (and counted): the next one supersedes it anyway. A stop or
+    /// leave is never dropped, so no typing indicator or cursor is left hanging.
     async fn volatile(&mut self, room_id: &str, message: ServerMessage) {
         if self.volatile_rate.check().is_err()
             && !matches!(
