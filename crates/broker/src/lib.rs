@@ -144,8 +144,9 @@ pub struct PresenceConn {
 }
 
 /// The broker interface. Room and user subscriptions are reference counted by the broker: the
-/// gateway calls `subscribe_room` once per local subscriber and `unsubscribe_room` once when it
-/// goes.
+/// gateway calls `subscribe_room` (`subscribe_user`) once per local subscriber (connection) and
+/// `unsubscribe_room` (`unsubscribe_user`) once when it goes; the broker subscribes a channel
+/// on the first and leaves it on the last.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Publishes a durable message: dedupe, next seq, history append, delivery to every node

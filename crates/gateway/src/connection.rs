@@ -101,10 +101,9 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, identity: Identity, encodin
     app.hub.register(&conn);
     metrics().connections.increment(1.0);
     metrics().connections_accepted.increment(1);
-    if app.hub.user_connection_count(&conn.user_id) == 1 {
-        if let Err(e) = app.broker.subscribe_user(&conn.user_id).await {
-            tracing::warn!(error = %e, "could not subscribe to the user's channel");
-        }
+    // Once per connection: the broker counts them and subscribes the user's channel once.
+    if let Err(e) = app.broker.subscribe_user(&conn.user_id).await {
+        tracing::warn!(error = %e, "could not subscribe to the user's channel");
     }
     tracing::debug!(parent: &span, "connected");
 
@@ -119,9 +118,8 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, identity: Identity, encodin
     .instrument(span.clone())
     .await;
 
-    if app.hub.unregister(&conn) {
-        app.broker.unsubscribe_user(&conn.user_id).await;
-    }
+    app.hub.unregister(&conn);
+    app.broker.unsubscribe_user(&conn.user_id).await;
     metrics().connections.decrement(1.0);
     let (code, reason) = conn
         .close_reason()

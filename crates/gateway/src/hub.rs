@@ -203,31 +203,20 @@ impl Hub {
         self.connections.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Removes a connection; returns whether it was its user's last one on this node.
-    pub fn unregister(&self, conn: &ConnHandle) -> bool {
+    /// Removes a connection.
+    pub fn unregister(&self, conn: &ConnHandle) {
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
         let Some(list) = users.get_mut(&conn.user_id) else {
-            return false;
+            return;
         };
         let before = list.len();
         list.retain(|c| c.id != conn.id);
         if list.len() < before {
             self.connections.fetch_sub(1, Ordering::Relaxed);
         }
-        let last = list.is_empty();
-        if last {
+        if list.is_empty() {
             users.remove(&conn.user_id);
         }
-        last
-    }
-
-    /// Whether the user had no connection here before this one (to subscribe its channel once).
-    pub fn user_connection_count(&self, user_id: &str) -> usize {
-        self.users
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(user_id)
-            .map_or(0, Vec::len)
     }
 
     /// Every connection of the node (for drain).
