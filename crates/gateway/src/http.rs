@@ -27,6 +27,10 @@ const API_BODY_SLACK: usize = 4 * 1024;
 /// Default and largest `limit` of the history endpoint.
 const HISTORY_DEFAULT_LIMIT: usize = 100;
 const HISTORY_MAX_LIMIT: usize = 1_000;
+/// Per-connection read buffer. tungstenite allocates it up front for every socket, so it is
+/// most of an idle connection's memory; client frames are small, and a larger frame grows the
+/// buffer as it arrives (up to the frame limit).
+const READ_BUFFER_BYTES: usize = 1024;
 
 static DEMO_PAGE: &str = include_str!("../assets/demo.html");
 
@@ -163,7 +167,7 @@ pub async fn websocket(
     let mut upgrade = upgrade
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0);
     if offered_any {
         upgrade = upgrade.protocols([encoding.subprotocol()]);
