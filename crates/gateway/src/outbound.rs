@@ -51,7 +51,19 @@ pub enum Pushed {
     Conflated,
 }
 
-type CursorKey = (Arc<str>, Arc<str>);
+/// A hash of (room, user): conflation keys cost no allocation per delivery. A collision is
+/// detected (the queued frame's room and user differ) and then the move is queued unconflated.
+type CursorKey = u64;
+
+fn cursor_key(room_id: &str, user_id: &str) -> CursorKey {
+    let fnv = |h: u64, b: u8| (h ^ b as u64).wrapping_mul(0x100000001b3);
+    let h = room_id.bytes().fold(0xcbf29ce484222325, fnv);
+    user_id.bytes().fold(fnv(h, 0xff), fnv)
+}
+
+fn same_cursor(a: &ServerMessage, room: &str, user: &str) -> bool {
+    matches!(a, ServerMessage::CursorMove { room_id, user_id, .. } if room_id == room && user_id == user)
+}
 
 enum Slot {
     Message {
@@ -128,29 +140,35 @@ impl OutboundQueue {
         if s.closed {
             return Pushed::Queued;
         }
-        if let ServerMessage::CursorMove {
-            room_id, user_id, ..
-        } = frame.message()
-        {
-            let key: CursorKey = (Arc::from(room_id.as_str()), Arc::from(user_id.as_str()));
-            if let Some(queued) = s.cursors.get_mut(&key) {
-                *queued = frame.clone();
-                return Pushed::Conflated;
+        let key = match frame.message() {
+            ServerMessage::CursorMove {
+                room_id, user_id, ..
+            } => {
+                let key = cursor_key(room_id, user_id);
+                match s.cursors.get_mut(&key) {
+                    Some(queued) if same_cursor(queued.message(), room_id, user_id) => {
+                        *queued = frame.clone();
+                        return Pushed::Conflated;
+                    }
+                    Some(_) => None, // a hash collision: queue this move unconflated
+                    None => Some(key),
+                }
             }
-            if s.counted >= self.max {
-                return Pushed::DroppedVolatile;
+            _ => None,
+        };
+        if s.counted >= self.max {
+            return Pushed::DroppedVolatile;
+        }
+        match key {
+            Some(key) => {
+                s.cursors.insert(key, frame.clone());
+                s.slots.push_back(Slot::Cursor(key));
             }
-            s.cursors.insert(key.clone(), frame.clone());
-            s.slots.push_back(Slot::Cursor(key));
-        } else {
-            if s.counted >= self.max {
-                return Pushed::DroppedVolatile;
-            }
-            s.slots.push_back(Slot::Message {
+            None => s.slots.push_back(Slot::Message {
                 payload: Payload::Shared(frame.clone()),
                 droppable: true,
                 counted: true,
-            });
+            }),
         }
         s.counted += 1;
         drop(s);
