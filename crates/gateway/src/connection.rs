@@ -178,11 +178,7 @@ impl Session {
             .push(Payload::Encoded(encode(message, self.conn.encoding)))
             .is_err()
         {
-            metrics().slow_consumer_closes.increment(1);
-            self.conn.close(
-                close::SLOW_CONSUMER,
-                "slow consumer: outbound queue overflowed",
-            );
+            self.conn.close_slow_consumer();
         }
     }
 
@@ -731,10 +727,7 @@ pub fn cursor_color(user_id: &str) -> &'static str {
         "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
         "#469990", "#800000", "#808000", "#000075",
     ];
-    // FNV-1a: stable across processes and versions, unlike std's hasher.
-    let hash = user_id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
+    let hash = switchyard_protocol::fnv1a(user_id.bytes());
     PALETTE[(hash % PALETTE.len() as u64) as usize]
 }
 

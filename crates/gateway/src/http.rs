@@ -16,7 +16,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use switchyard_broker::{DurableBody, DurableDraft, UserEvent};
-use switchyard_protocol::{validate_room_id, Encoding, ServerMessage, SharedFrame};
+use switchyard_protocol::{
+    validate_event_name, validate_room_id, Encoding, ServerMessage, SharedFrame,
+};
 
 use crate::auth::{Claims, DEV_TOKEN_TTL_S};
 use crate::metrics::{self as m, metrics as node_metrics};
@@ -365,13 +367,8 @@ async fn read_event_body(app: &App, body: Body) -> Result<EventBody, ApiError> {
     })?;
     let body: EventBody = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
-    let len = body.event.chars().count();
-    if len == 0 || len > switchyard_protocol::limits::MAX_EVENT_NAME_CHARS {
-        return Err(ApiError::bad_request("event must be 1 to 128 characters"));
-    }
-    let size = serde_json::to_vec(&body.data)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    validate_event_name(&body.event).map_err(ApiError::bad_request)?;
+    let size = switchyard_protocol::client::json_len(&body.data);
     if size > app.config.limits.max_data_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -76,6 +76,15 @@ impl ConnHandle {
         self.cancel.cancel();
     }
 
+    /// The policy at the bound for what may not be dropped: count it, close with 4009.
+    pub fn close_slow_consumer(&self) {
+        metrics().slow_consumer_closes.increment(1);
+        self.close(
+            close::SLOW_CONSUMER,
+            "slow consumer: outbound queue overflowed",
+        );
+    }
+
     /// The close code and reason, once [`close`](Self::close) was called.
     pub fn close_reason(&self) -> Option<&(u16, String)> {
         self.close_reason.get()
@@ -103,13 +112,7 @@ impl ConnHandle {
         match self.queue.push(Payload::Shared(event.frame.clone())) {
             Ok(Pushed::DroppedVolatile) => metrics().volatile_dropped.increment(1),
             Ok(_) => {}
-            Err(_) => {
-                metrics().slow_consumer_closes.increment(1);
-                self.close(
-                    close::SLOW_CONSUMER,
-                    "slow consumer: outbound queue overflowed",
-                );
-            }
+            Err(_) => self.close_slow_consumer(),
         }
     }
 

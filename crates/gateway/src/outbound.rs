@@ -56,9 +56,7 @@ pub enum Pushed {
 type CursorKey = u64;
 
 fn cursor_key(room_id: &str, user_id: &str) -> CursorKey {
-    let fnv = |h: u64, b: u8| (h ^ b as u64).wrapping_mul(0x100000001b3);
-    let h = room_id.bytes().fold(0xcbf29ce484222325, fnv);
-    user_id.bytes().fold(fnv(h, 0xff), fnv)
+    switchyard_protocol::fnv1a(room_id.bytes().chain([0xff]).chain(user_id.bytes()))
 }
 
 fn same_cursor(a: &ServerMessage, room: &str, user: &str) -> bool {

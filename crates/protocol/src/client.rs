@@ -6,8 +6,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::ids::{validate_room_id, Ref};
-use crate::limits::{Limits, MAX_EVENT_NAME_CHARS};
+use crate::ids::{validate_event_name, validate_room_id, Ref};
+use crate::limits::Limits;
 use crate::server::ErrorCode;
 
 /// A valid client message.
@@ -297,13 +297,8 @@ fn parse_typed(value: &Value, limits: &Limits) -> Result<ClientMessage, Rejectio
         "publish" => {
             let f: PublishFields = fields(value).map_err(with_temp_id)?;
             room(&f.room_id).map_err(with_temp_id)?;
-            let len = f.event.chars().count();
-            if len == 0 || len > MAX_EVENT_NAME_CHARS {
-                return Err(with_temp_id(Rejection::new(
-                    ErrorCode::BadRequest,
-                    format!("event must be 1 to {MAX_EVENT_NAME_CHARS} characters"),
-                )));
-            }
+            validate_event_name(&f.event)
+                .map_err(|e| with_temp_id(Rejection::new(ErrorCode::BadRequest, e)))?;
             check_data(&f.data, limits).map_err(with_temp_id)?;
             ClientMessage::Publish {
                 room_id: f.room_id,
@@ -352,7 +347,7 @@ fn room(room_id: &str) -> Result<(), Rejection> {
 }
 
 fn check_data(data: &Value, limits: &Limits) -> Result<(), Rejection> {
-    let size = encoded_len(data);
+    let size = json_len(data);
     if size > limits.max_data_bytes {
         return Err(Rejection::new(
             ErrorCode::TooLarge,
@@ -365,8 +360,9 @@ fn check_data(data: &Value, limits: &Limits) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Length of a value's compact JSON encoding, without allocating it.
-fn encoded_len(value: &Value) -> usize {
+/// Length of a value's compact JSON encoding (how `data` limits are measured), without
+/// allocating it.
+pub fn json_len(value: &Value) -> usize {
     struct Counter(usize);
     impl std::io::Write for Counter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::limits::{MAX_REF_CHARS, MAX_ROOM_ID_CHARS};
+use crate::limits::{MAX_EVENT_NAME_CHARS, MAX_REF_CHARS, MAX_ROOM_ID_CHARS};
 
 /// Rooms whose id starts with this prefix are reserved for the server (per-user channels).
 pub const RESERVED_ROOM_PREFIX: &str = "user:";
@@ -65,6 +65,25 @@ impl fmt::Display for Ref {
             Ref::Str(s) => f.write_str(s),
         }
     }
+}
+
+/// Checks a custom event name: 1 to 128 characters.
+pub fn validate_event_name(event: &str) -> Result<(), String> {
+    let len = event.chars().count();
+    if len == 0 || len > MAX_EVENT_NAME_CHARS {
+        return Err(format!(
+            "event must be 1 to {MAX_EVENT_NAME_CHARS} characters"
+        ));
+    }
+    Ok(())
+}
+
+/// 64-bit FNV-1a: a hash that is the same in every process and version (unlike std's), for
+/// values that must agree across nodes (cursor colours) or be cheap (conflation keys).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Matches a room id against a glob of the `rooms` claim: `*` is any run of characters

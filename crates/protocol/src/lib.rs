@@ -19,7 +19,7 @@ pub mod server;
 
 pub use client::{parse_message, ClientMessage, Inbound, Rejection};
 pub use codec::{decode_frame, Encoding, FrameError, SharedFrame};
-pub use ids::{glob_match, validate_room_id, Ref};
+pub use ids::{fnv1a, glob_match, validate_event_name, validate_room_id, Ref};
 pub use limits::Limits;
 pub use server::{AckError, ErrorCode, Member, ServerMessage};
 
