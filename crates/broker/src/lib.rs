@@ -6,14 +6,17 @@
 //! - [`Broker`]: the trait (durable and volatile publish, history, subscriptions, presence).
 //! - [`EventSink`]: what a broker delivers events to (the gateway's local room table).
 //! - [`memory`]: the embedded broker for a single node, with no Redis.
+//! - [`redis`]: the broker of a cluster of nodes, on Redis or Redis Cluster.
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use switchyard_protocol::{Member, Ref, ServerMessage, SharedFrame};
 
 pub use memory::{MemoryBroker, MemoryConfig};
+pub use redis::{RedisBroker, RedisConfig, RedisServer};
 
 /// Default number of durable messages kept per room for resume.
 pub const DEFAULT_HISTORY_SIZE: usize = 1_000;
@@ -200,4 +203,31 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can take publishes now (for `/readyz`).
     fn is_ready(&self) -> bool;
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A fresh history epoch: 16 hex digits.
+pub(crate) fn new_epoch() -> Arc<str> {
+    Arc::from(&uuid::Uuid::new_v4().simple().to_string()[..16])
+}
+
+/// The idempotency key of a tempId: `7` and `"7"` are different tempIds.
+pub(crate) fn temp_id_key(temp_id: &Ref) -> String {
+    match temp_id {
+        Ref::Int(i) => format!("#{i}"),
+        Ref::Str(s) => format!("'{s}"),
+    }
+}
+
+/// Members in the order they joined (then by user id).
+pub(crate) fn sort_members(members: &mut [Member]) {
+    members.sort_by(|a, b| {
+        a.joined_at
+            .cmp(&b.joined_at)
+            .then_with(|| a.user_id.cmp(&b.user_id))
+    });
 }

@@ -9,14 +9,15 @@
 
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use switchyard_protocol::{now_ms, Member, ServerMessage, SharedFrame};
 
 use crate::{
-    Broker, BrokerError, DurableDraft, EventSink, HistoryPage, PresenceConn, Published, RoomEvent,
-    UserEvent, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_S, IDEMPOTENCY_TTL_S,
+    lock, new_epoch, sort_members, temp_id_key, Broker, BrokerError, DurableDraft, EventSink,
+    HistoryPage, PresenceConn, Published, RoomEvent, UserEvent, DEFAULT_HISTORY_SIZE,
+    DEFAULT_HISTORY_TTL_S, IDEMPOTENCY_TTL_S,
 };
 
 /// Most `tempId`s remembered per room; past it the oldest is forgotten (policy: evict oldest).
@@ -72,15 +73,6 @@ type RoomPresence = HashMap<Arc<str>, PresentUser>;
 struct PresentUser {
     member: Member,
     connections: Vec<Arc<str>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves plain data behind; keep serving.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn new_epoch() -> Arc<str> {
-    Arc::from(&uuid::Uuid::new_v4().simple().to_string()[..16])
 }
 
 impl RoomLog {
@@ -381,21 +373,9 @@ impl Broker for MemoryBroker {
     }
 }
 
-/// The idempotency key of a tempId: `7` and `"7"` are different tempIds.
-fn temp_id_key(temp_id: &switchyard_protocol::Ref) -> String {
-    match temp_id {
-        switchyard_protocol::Ref::Int(i) => format!("#{i}"),
-        switchyard_protocol::Ref::Str(s) => format!("'{s}"),
-    }
-}
-
 fn sorted_members(room: &RoomPresence) -> Vec<Member> {
     let mut members: Vec<Member> = room.values().map(|u| u.member.clone()).collect();
-    members.sort_by(|a, b| {
-        a.joined_at
-            .cmp(&b.joined_at)
-            .then_with(|| a.user_id.cmp(&b.user_id))
-    });
+    sort_members(&mut members);
     members
 }
 

@@ -63,8 +63,10 @@ settings! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerUrl {
     Memory,
+    /// `redis://[user:password@]host:port[/db]`
     Redis(String),
-    RedisCluster(Vec<String>),
+    /// Seed nodes of a Redis Cluster.
+    RedisCluster(Vec<(String, u16)>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,29 +388,58 @@ fn parse_broker(raw: &str) -> Result<BrokerUrl, ConfigError> {
     if raw == "memory" {
         return Ok(BrokerUrl::Memory);
     }
-    if raw.starts_with("redis://") || raw.starts_with("rediss://") {
+    if raw.starts_with("rediss://") {
+        return Err(invalid(
+            "SWITCHYARD_BROKER",
+            raw,
+            "TLS to Redis (rediss://) is not part of this build; use redis:// on a private network",
+        ));
+    }
+    if raw.starts_with("redis://") {
         return Ok(BrokerUrl::Redis(raw.to_owned()));
     }
     if let Some(hosts) = raw.strip_prefix("redis-cluster://") {
-        let hosts: Vec<String> = hosts
-            .split(',')
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .collect();
-        if hosts.is_empty() || hosts.iter().any(|h| !h.contains(':')) {
-            return Err(invalid(
-                "SWITCHYARD_BROKER",
-                raw,
-                "expected redis-cluster://host:port,host:port,...",
-            ));
+        let expected = "expected redis-cluster://host:port,host:port,...";
+        let mut seeds = Vec::new();
+        for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            let (name, port) = host
+                .rsplit_once(':')
+                .and_then(|(name, port)| Some((name, port.parse::<u16>().ok()?)))
+                .filter(|(name, port)| !name.is_empty() && *port > 0)
+                .ok_or_else(|| invalid("SWITCHYARD_BROKER", raw, expected))?;
+            seeds.push((name.to_owned(), port));
         }
-        return Ok(BrokerUrl::RedisCluster(hosts));
+        if seeds.is_empty() {
+            return Err(invalid("SWITCHYARD_BROKER", raw, expected));
+        }
+        return Ok(BrokerUrl::RedisCluster(seeds));
     }
     Err(invalid(
         "SWITCHYARD_BROKER",
         raw,
         "expected memory, redis://host:port or redis-cluster://host:port,...",
     ))
+}
+
+impl std::fmt::Display for BrokerUrl {
+    /// The broker for logs: a password in a Redis URL is shown as `***`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BrokerUrl::Memory => f.write_str("memory"),
+            BrokerUrl::Redis(url) => match url.rsplit_once('@') {
+                Some((_, host)) => write!(f, "redis://***@{host}"),
+                None => f.write_str(url),
+            },
+            BrokerUrl::RedisCluster(seeds) => {
+                f.write_str("redis-cluster://")?;
+                for (i, (host, port)) in seeds.iter().enumerate() {
+                    let comma = if i > 0 { "," } else { "" };
+                    write!(f, "{comma}{host}:{port}")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Reads a config file: `KEY=value` lines, where KEY is an environment name

@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use switchyard_broker::{Broker, MemoryBroker, MemoryConfig};
+use switchyard_broker::{
+    Broker, MemoryBroker, MemoryConfig, RedisBroker, RedisConfig, RedisServer,
+};
 
 use crate::auth::Authenticator;
 use crate::config::{BrokerUrl, Config};
@@ -76,11 +78,9 @@ pub fn build(config: Config) -> Result<Arc<App>, StartError> {
             },
             hub.clone(),
         )),
-        BrokerUrl::Redis(_) | BrokerUrl::RedisCluster(_) => {
-            return Err(StartError::Config(
-                "SWITCHYARD_BROKER: the Redis broker is not part of this build yet; use memory"
-                    .into(),
-            ))
+        BrokerUrl::Redis(url) => redis_broker(&config, RedisServer::Standalone(url.clone()), &hub)?,
+        BrokerUrl::RedisCluster(seeds) => {
+            redis_broker(&config, RedisServer::Cluster(seeds.clone()), &hub)?
         }
     };
     let auth = Authenticator::from_config(&config).map_err(StartError::Config)?;
@@ -103,6 +103,23 @@ pub fn build(config: Config) -> Result<Arc<App>, StartError> {
         started: Instant::now(),
         config,
     }))
+}
+
+fn redis_broker(
+    config: &Config,
+    server: RedisServer,
+    hub: &Arc<Hub>,
+) -> Result<Arc<dyn Broker>, StartError> {
+    let redis = RedisConfig {
+        server,
+        node_id: config.node_id.clone(),
+        history_size: config.history_size,
+        history_ttl: config.history_ttl,
+        presence_ttl: config.presence_ttl,
+    };
+    let broker = RedisBroker::new(redis, hub.clone())
+        .map_err(|e| StartError::Config(format!("SWITCHYARD_BROKER: {e}")))?;
+    Ok(Arc::new(broker))
 }
 
 /// The HTTP routes of a node.
@@ -155,7 +172,7 @@ pub async fn serve(
         node = %app.config.node_id,
         %addr,
         dev = app.config.dev,
-        broker = ?app.config.broker,
+        broker = %app.config.broker,
         "switchyard listening{}",
         if app.config.dev { format!("; demo at http://{addr}/") } else { String::new() }
     );

@@ -4,76 +4,12 @@
 
 mod common;
 
+use common::process::{NodeProcess, BIN};
 use common::*;
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use serde_json::json;
+use std::process::Command;
 use std::time::Duration;
 use switchyard_client::{ConnectError, ConnectOptions};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
-struct Proc {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
-
-/// Starts the binary on a free port with JSON logs and waits for its listening line.
-fn spawn(env: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
-        .env("SWITCHYARD_JWT_SECRET", SECRET)
-        .env("SWITCHYARD_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if let Some(addr) = v["fields"]["addr"].as_str() {
-                    let _ = tx.send(addr.to_owned());
-                }
-            }
-            sink.lock().unwrap().push_str(&line);
-            sink.lock().unwrap().push('\n');
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the node logs its address");
-    Proc { child, addr, log }
-}
-
-fn terminate(p: &Proc) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-fn wait_exit(p: &mut Proc, timeout: Duration) -> Option<i32> {
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
-        if let Some(status) = p.child.try_wait().unwrap() {
-            return status.code();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = p.child.kill();
-    None
-}
 
 #[test]
 fn configuration_mistakes_stop_start_up_naming_the_setting() {
@@ -122,7 +58,7 @@ fn configuration_mistakes_stop_start_up_naming_the_setting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_exits_zero() {
-    let mut p = spawn(&[("SWITCHYARD_DRAIN_MS", "1500")]);
+    let mut p = NodeProcess::spawn(&[("SWITCHYARD_DRAIN_MS", "1500")]);
     let url = format!("ws://{}/ws", p.addr);
     let http = |path: &str| format!("http://{}{}", p.addr, path);
     let connect = |sub: String| {
@@ -146,7 +82,7 @@ async fn sigterm_drains_and_exits_zero() {
         api().get(http("/readyz")).send().await.unwrap().status(),
         200
     );
-    terminate(&p);
+    p.terminate();
 
     // While draining: readyz 503, health still 200, new upgrades refused with 503.
     let deadline = tokio::time::Instant::now() + SOON;
@@ -175,13 +111,13 @@ async fn sigterm_drains_and_exits_zero() {
         assert_eq!(code, 1001);
     }
     drop(clients);
-    let code = tokio::task::block_in_place(|| wait_exit(&mut p, Duration::from_secs(10)));
+    let code = tokio::task::block_in_place(|| p.wait_exit(Duration::from_secs(10)));
     assert_eq!(code, Some(0), "exit 0 after the drain");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_never_reach_the_logs() {
-    let mut p = spawn(&[("RUST_LOG", "debug")]);
+    let mut p = NodeProcess::spawn(&[("RUST_LOG", "debug")]);
     let url = format!("ws://{}/ws", p.addr);
     let good = token("logged", json!({}));
     let expired = token("logged", json!({"exp": now_s() - 3600}));
@@ -202,9 +138,9 @@ async fn tokens_never_reach_the_logs() {
             c.close(1000).await;
         }
     }
-    terminate(&p);
+    p.terminate();
     assert_eq!(
-        tokio::task::block_in_place(|| wait_exit(&mut p, Duration::from_secs(15))),
+        tokio::task::block_in_place(|| p.wait_exit(Duration::from_secs(15))),
         Some(0)
     );
     let log = p.log.lock().unwrap().clone();

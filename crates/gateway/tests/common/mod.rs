@@ -2,6 +2,9 @@
 //! signed the way a real backend would, and real WebSocket clients.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod process;
+pub mod redis;
+
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -90,6 +93,11 @@ impl Node {
         Client::connect(&self.ws_url(), options).await
     }
 
+    /// Waits until `/readyz` answers 200 (a Redis-backed node is ready once its canary is back).
+    pub async fn wait_ready(&self) {
+        wait_ready(&self.http("/readyz")).await;
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
@@ -160,4 +168,44 @@ pub async fn assert_quiet(client: &mut Client, predicate: impl Fn(&Value) -> boo
 /// An HTTP client for the API with the test key.
 pub fn api() -> reqwest::Client {
     reqwest::Client::new()
+}
+
+/// How long a node may take to become ready (connect to Redis, subscribe, see its canary).
+pub const READY: Duration = Duration::from_secs(15);
+
+/// Polls a `/readyz` URL until it answers 200, for at most [`READY`].
+pub async fn wait_ready(url: &str) {
+    wait_status(url, 200, READY).await;
+}
+
+/// Polls `url` until it answers `status`, for at most `within`.
+pub async fn wait_status(url: &str, status: u16, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Ok(r) = api().get(url).send().await {
+            if r.status() == status {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} did not answer {status} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Connects user `sub` to a node at `ws_url` and reads its `welcome`.
+pub async fn connect_to(ws_url: &str, sub: &str) -> Client {
+    let mut client = Client::connect(
+        ws_url,
+        ConnectOptions {
+            token: Some(token(sub, json!({}))),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("handshake accepted");
+    client.recv_type("welcome", SOON).await.expect("welcome");
+    client
 }

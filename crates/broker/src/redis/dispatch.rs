@@ -1,0 +1,369 @@
+//! The receive path: one task reads every pub/sub message of the node, in order, and hands it to
+//! the gateway's hub. It never loses a durable message quietly:
+//!
+//! - a seq gap in a room (a message lost between Redis and this node: Redis cut the subscriber
+//!   for its output buffer, a reconnect) is filled from the room's history stream before the
+//!   message that revealed it is delivered;
+//! - after a reconnect, or when fred's broadcast channel lagged, every channel is subscribed
+//!   again and every room caught up from its stream;
+//! - the canary (a message to the node's own channel every [`CANARY_INTERVAL`]) proves the path
+//!   works end to end; when it stops coming back the node is not ready and reconnects pub/sub.
+
+use fred::interfaces::ClientLike;
+use fred::prelude::Server;
+use fred::types::Message;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast::{error::RecvError, Receiver};
+
+use switchyard_protocol::{ServerMessage, SharedFrame};
+
+use super::envelope::{self, Envelope};
+use super::{room_of_channel, Inner, Track, CANARY_INTERVAL, CANARY_TIMEOUT};
+use crate::{lock, RoomEvent, UserEvent};
+
+/// How often a pending resubscription is tried while pub/sub is down.
+const RESYNC_RETRY: Duration = Duration::from_millis(100);
+/// Rooms caught up at once after a reconnect or a lag.
+const CATCH_UP_CONCURRENCY: usize = 32;
+
+pub(super) async fn run(
+    inner: Weak<Inner>,
+    mut messages: Receiver<Message>,
+    mut reconnects: Receiver<Server>,
+) {
+    // Subscribe what the node holds once pub/sub is up, and again after every reconnect.
+    let mut resync = true;
+    let mut retry = tokio::time::interval(RESYNC_RETRY);
+    loop {
+        tokio::select! {
+            received = messages.recv() => match received {
+                Ok(message) => {
+                    let Some(inner) = inner.upgrade() else { return };
+                    inner.receive(message).await;
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    metrics::counter!("switchyard_broker_lagged_messages_total").increment(missed);
+                    tracing::warn!(missed, "the pub/sub receiver lagged; catching every room up from its history");
+                    resync = true;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            reconnected = reconnects.recv() => match reconnected {
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    metrics::counter!("switchyard_broker_reconnects_total").increment(1);
+                    resync = true;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = retry.tick(), if resync => {
+                let Some(inner) = inner.upgrade() else { return };
+                if inner.subscriber.is_connected() {
+                    match inner.channels.resubscribe().await {
+                        Ok(channels) => {
+                            resync = false;
+                            // Prove the path at once rather than at the next canary tick.
+                            let _ = inner
+                                .spublish(inner.canary_channel.clone(), envelope::canary(0))
+                                .await;
+                            let rooms = inner.catch_up_all().await;
+                            tracing::info!(channels, rooms, "pub/sub subscribed; rooms caught up");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "resubscribing failed; retrying"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What to do with a durable message, given what the node delivered of its room.
+enum Next {
+    Deliver(Arc<str>),
+    Duplicate,
+    Gap(u64),
+}
+
+impl Inner {
+    async fn receive(&self, message: Message) {
+        let Some(bytes) = message.value.as_bytes() else {
+            return self.malformed(&message.channel, "not a string");
+        };
+        let envelope = match envelope::decode(bytes) {
+            Ok(envelope) => envelope,
+            Err(e) => return self.malformed(&message.channel, &e.to_string()),
+        };
+        let channel: &str = &message.channel;
+        match envelope {
+            Envelope::Durable {
+                seq,
+                epoch,
+                message,
+            } => {
+                if let Some(room) = room_of_channel(channel) {
+                    self.durable(room, seq, &epoch, message).await;
+                }
+            }
+            Envelope::Volatile {
+                origin,
+                exclude_user,
+                message,
+            } => {
+                // Our own volatile events were delivered locally when published.
+                if origin != self.instance {
+                    if let Some(room) = room_of_channel(channel) {
+                        self.volatile(room, message, exclude_user.map(Arc::from));
+                    }
+                }
+            }
+            Envelope::PresenceLeave { user_id } => {
+                if let Some(room) = room_of_channel(channel) {
+                    let message = ServerMessage::PresenceLeave {
+                        room_id: room.to_owned(),
+                        user_id: user_id.clone(),
+                    };
+                    self.volatile(room, message, Some(Arc::from(user_id)));
+                }
+            }
+            Envelope::UserEvent { user_id, message } => {
+                let event = UserEvent::Event(Arc::new(SharedFrame::new(message)));
+                self.sink.user_event(&user_id, &event);
+            }
+            Envelope::UserDisconnect { user_id, reason } => {
+                self.sink
+                    .user_event(&user_id, &UserEvent::Disconnect { reason });
+            }
+            Envelope::Canary { .. } => {
+                if channel == self.canary_channel {
+                    self.canary_seen_ms
+                        .store(self.elapsed_ms(), std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn malformed(&self, channel: &str, why: &str) {
+        metrics::counter!("switchyard_broker_malformed_messages_total").increment(1);
+        tracing::warn!(channel, why, "ignoring a malformed pub/sub message");
+    }
+
+    fn volatile(&self, room_id: &str, message: ServerMessage, exclude_user: Option<Arc<str>>) {
+        let event = RoomEvent {
+            frame: Arc::new(SharedFrame::new(message)),
+            durable: None,
+            exclude_user,
+        };
+        self.sink.room_event(room_id, &event);
+    }
+
+    async fn durable(&self, room_id: &str, seq: u64, epoch: &str, message: ServerMessage) {
+        let next = {
+            let mut rooms = lock(&self.rooms);
+            let Some(track) = rooms.get_mut(room_id) else {
+                return;
+            };
+            match (&track.epoch, track.seq) {
+                (Some(known), Some(last)) if **known == *epoch => {
+                    if seq <= last {
+                        Next::Duplicate
+                    } else if seq == last + 1 {
+                        track.seq = Some(seq);
+                        Next::Deliver(known.clone())
+                    } else {
+                        Next::Gap(last)
+                    }
+                }
+                // The first message since the room was subscribed.
+                (None, _) | (_, None) => {
+                    let epoch: Arc<str> = Arc::from(epoch);
+                    track.epoch = Some(epoch.clone());
+                    track.seq = Some(seq);
+                    Next::Deliver(epoch)
+                }
+                // A new epoch: the history was lost (Redis restarted empty). The new epoch is
+                // delivered from its first message (the hub sends `room-reset` before it).
+                (Some(_), Some(_)) => {
+                    let epoch: Arc<str> = Arc::from(epoch);
+                    track.epoch = Some(epoch.clone());
+                    if seq == 1 {
+                        track.seq = Some(1);
+                        Next::Deliver(epoch)
+                    } else {
+                        track.seq = Some(0);
+                        Next::Gap(0)
+                    }
+                }
+            }
+        };
+        match next {
+            Next::Deliver(epoch) => {
+                self.deliver(room_id, seq, epoch, Arc::new(SharedFrame::new(message)))
+            }
+            Next::Duplicate => {}
+            Next::Gap(last) => {
+                metrics::counter!("switchyard_broker_seq_gaps_total").increment(1);
+                tracing::warn!(
+                    room = room_id,
+                    missing_from = last + 1,
+                    missing_to = seq - 1,
+                    "seq gap on the pub/sub path; filling it from the history stream"
+                );
+                self.catch_up(room_id).await;
+                let epoch = {
+                    let mut rooms = lock(&self.rooms);
+                    match rooms.get_mut(room_id) {
+                        Some(track)
+                            if track.seq.is_some_and(|s| s < seq)
+                                && track.epoch.as_deref() == Some(epoch) =>
+                        {
+                            track.seq = Some(seq);
+                            track.epoch.clone()
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some(epoch) = epoch {
+                    self.deliver(room_id, seq, epoch, Arc::new(SharedFrame::new(message)));
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, room_id: &str, seq: u64, epoch: Arc<str>, frame: Arc<SharedFrame>) {
+        let event = RoomEvent {
+            frame,
+            durable: Some((seq, epoch)),
+            exclude_user: None,
+        };
+        self.sink.room_event(room_id, &event);
+    }
+
+    /// Delivers, in order, what the room's history holds past what the node delivered. When
+    /// the room's epoch changed (its history was lost), the new epoch is delivered from its
+    /// start.
+    async fn catch_up(&self, room_id: &str) {
+        for _ in 0..2 {
+            let (since, epoch) = {
+                let rooms = lock(&self.rooms);
+                match rooms.get(room_id) {
+                    Some(Track {
+                        seq: Some(seq),
+                        epoch: Some(epoch),
+                        ..
+                    }) => (*seq, epoch.clone()),
+                    _ => return,
+                }
+            };
+            let page = match self
+                .read_history(room_id, Some(since), Some(&epoch), self.config.history_size)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(room = room_id, error = %e, "could not read the history to fill a gap");
+                    return;
+                }
+            };
+            if page.epoch != epoch {
+                tracing::info!(
+                    room = room_id,
+                    "the room's history was lost; a new epoch starts"
+                );
+                let mut rooms = lock(&self.rooms);
+                match rooms.get_mut(room_id) {
+                    Some(track) if track.epoch.as_deref() == Some(&*epoch) => {
+                        track.epoch = Some(page.epoch.clone());
+                        track.seq = Some(0);
+                    }
+                    _ => return,
+                }
+                continue;
+            }
+            if !page.complete {
+                metrics::counter!("switchyard_broker_unrecoverable_gaps_total").increment(1);
+                tracing::warn!(
+                    room = room_id,
+                    since,
+                    "part of a gap is no longer in the history"
+                );
+            }
+            metrics::counter!("switchyard_broker_gap_filled_messages_total")
+                .increment(page.messages.len() as u64);
+            for frame in page.messages {
+                let Some(seq) = frame.message().seq() else {
+                    continue;
+                };
+                let deliver = {
+                    let mut rooms = lock(&self.rooms);
+                    match rooms.get_mut(room_id) {
+                        Some(track)
+                            if track.seq.is_some_and(|s| s < seq)
+                                && track.epoch.as_deref() == Some(&*epoch) =>
+                        {
+                            track.seq = Some(seq);
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if deliver {
+                    self.deliver(room_id, seq, epoch.clone(), frame);
+                }
+            }
+            return;
+        }
+    }
+
+    /// Catches every tracked room up; returns how many there were.
+    async fn catch_up_all(&self) -> usize {
+        let rooms: Vec<Arc<str>> = lock(&self.rooms)
+            .iter()
+            .filter(|(_, t)| t.seq.is_some())
+            .map(|(room, _)| room.clone())
+            .collect();
+        for chunk in rooms.chunks(CATCH_UP_CONCURRENCY) {
+            futures_util::future::join_all(chunk.iter().map(|room| self.catch_up(room))).await;
+        }
+        rooms.len()
+    }
+}
+
+/// Publishes the node's canary and watches it come back.
+pub(super) async fn canary(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(CANARY_INTERVAL);
+    let mut nonce = 0u64;
+    let mut last_forced: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        nonce += 1;
+        if let Err(e) = inner
+            .spublish(inner.canary_channel.clone(), envelope::canary(nonce))
+            .await
+        {
+            tracing::debug!(error = %e, "canary not sent");
+            continue;
+        }
+        let seen = inner
+            .canary_seen_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let now = inner.elapsed_ms();
+        let timeout = CANARY_TIMEOUT.as_millis() as u64;
+        let silent = now.saturating_sub(seen.max(1)) >= timeout && now >= timeout;
+        let may_force = last_forced.is_none_or(|t| t.elapsed() >= CANARY_TIMEOUT);
+        if silent && may_force && inner.subscriber.is_connected() {
+            metrics::counter!("switchyard_broker_canary_failures_total").increment(1);
+            tracing::warn!(
+                silent_ms = now.saturating_sub(seen),
+                "the canary did not come back: pub/sub is broken; reconnecting it"
+            );
+            last_forced = Some(Instant::now());
+            let subscriber = inner.subscriber.clone();
+            tokio::spawn(async move {
+                if let Err(e) = subscriber.force_reconnection().await {
+                    tracing::warn!(error = %e, "forced pub/sub reconnection failed");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,666 @@
+//! The Redis broker: nodes share nothing but Redis (standalone, or a cluster with sharded
+//! pub/sub), and any node delivers to any user.
+//!
+//! - **Durable publish** is one Lua script on the room's shard (`publish.lua`): dedupe by
+//!   `tempId`, next seq, history stream append (bounded by count; entries older than the
+//!   history TTL are not served), `SPUBLISH`. Every key of a room carries the hash tag
+//!   `{roomId}`, so the script runs on a cluster.
+//! - **Subscriptions** are reference counted ([`channels`]): a node subscribes a room's channel
+//!   while it has local subscribers, a user's channel while that user is connected to it.
+//! - **Receive path** ([`dispatch`]): one task reads every pub/sub message in order, notices a
+//!   seq gap (a message lost between Redis and the node) and fills it from the history stream
+//!   before going on; after a reconnect or a lag of fred's broadcast channel it resubscribes and
+//!   catches every room up from the stream. A canary, published to the node's own channel every
+//!   [`CANARY_INTERVAL`], keeps `/readyz` honest when pub/sub breaks silently.
+//! - **Presence** ([`presence`]) lives in Redis per room: one entry per connection with an
+//!   expiry, refreshed by each node's heartbeat; a dead node's entries expire and the next sweep
+//!   publishes `presence:leave`.
+//! - **Redis down**: publishes fail with [`BrokerError::Unavailable`] (never a false success),
+//!   volatile events still reach this node's subscribers, fred reconnects by itself.
+
+mod channels;
+mod dispatch;
+mod envelope;
+mod presence;
+
+use async_trait::async_trait;
+use fred::clients::{Client, SubscriberClient};
+use fred::error::ErrorKind;
+use fred::interfaces::{ClientLike, EventInterface, LuaInterface, PubsubInterface};
+use fred::prelude::{
+    Builder, Config, ConnectionConfig, Options, PerformanceConfig, ReconnectPolicy, Server,
+    ServerConfig, Value,
+};
+use fred::types::config::UnresponsiveConfig;
+use fred::types::scripts::Script;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+use switchyard_protocol::{Member, Ref, ServerMessage, SharedFrame};
+
+use crate::{
+    lock, new_epoch, temp_id_key, Broker, BrokerError, DurableDraft, EventSink, HistoryPage,
+    PresenceConn, Published, RoomEvent, UserEvent, IDEMPOTENCY_TTL_S,
+};
+use channels::Channels;
+use presence::LocalPresence;
+
+/// A Redis command that has not answered in this long fails (the publish answers `unavailable`).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pub/sub messages fred may hold for the receive task before it lags (lag is counted, logged
+/// and repaired from the history streams).
+pub const BROADCAST_CAPACITY: usize = 65_536;
+/// How often a node publishes its canary.
+pub const CANARY_INTERVAL: Duration = Duration::from_secs(2);
+/// A node whose canary has not come back for this long is not ready and reconnects pub/sub.
+pub const CANARY_TIMEOUT: Duration = Duration::from_secs(6);
+/// Reconnect delays: exponential from this...
+pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+/// ...to this, forever.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// A connection that leaves a command unanswered this long is closed and reconnected.
+pub const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(5);
+/// A room's seq and epoch outlive its last message by at least this long.
+pub const ROOM_META_TTL: Duration = Duration::from_secs(86_400);
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisServer {
+    /// `redis://[user:password@]host:port[/db]`
+    Standalone(String),
+    /// Seed nodes of a Redis Cluster; the others are discovered.
+    Cluster(Vec<(String, u16)>),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub server: RedisServer,
+    /// This node's name (logs, the canary channel).
+    pub node_id: String,
+    pub history_size: usize,
+    pub history_ttl: Duration,
+    /// How long the presence entries of a node that died without a word live.
+    pub presence_ttl: Duration,
+}
+
+pub struct RedisBroker {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub(crate) struct Inner {
+    config: RedisConfig,
+    sink: Arc<dyn EventSink>,
+    client: Client,
+    subscriber: SubscriberClient,
+    options: Options,
+    /// This process's name on the bus: volatile events it published itself are skipped on
+    /// receipt (they were delivered locally at once).
+    instance: String,
+    canary_channel: String,
+    channels: Channels,
+    /// Rooms with local subscribers: how far each has been delivered.
+    rooms: Mutex<HashMap<Arc<str>, Track>>,
+    presence: LocalPresence,
+    scripts: Scripts,
+    started: Instant,
+    /// Milliseconds since `started` when the canary last came back (0: never).
+    canary_seen_ms: AtomicU64,
+}
+
+/// What the node has delivered of a room: durable messages up to `seq` of `epoch`.
+#[derive(Default)]
+struct Track {
+    refs: usize,
+    seq: Option<u64>,
+    epoch: Option<Arc<str>>,
+}
+
+struct Scripts {
+    publish: Script,
+    history: Script,
+    presence: Script,
+}
+
+macro_rules! lua {
+    ($file:literal) => {
+        Script::from_lua(concat!(include_str!("lua/common.lua"), include_str!($file)))
+    };
+}
+
+/// Keys of a room, all with the hash tag `{roomId}` (room ids cannot contain braces).
+fn room_key(room_id: &str, part: &str) -> String {
+    format!("sy:{{{room_id}}}:{part}")
+}
+
+fn room_channel(room_id: &str) -> String {
+    room_key(room_id, "c")
+}
+
+fn room_of_channel(channel: &str) -> Option<&str> {
+    channel.strip_prefix("sy:{")?.strip_suffix("}:c")
+}
+
+fn user_channel(user_id: &str) -> String {
+    format!("sy:user:{user_id}")
+}
+
+/// The idempotency key of a tempId: user and tempId length-prefixed, so no two pairs collide.
+fn dedupe_key(room_id: &str, user_id: &str, temp_id: &Ref) -> String {
+    room_key(
+        room_id,
+        &format!("t:{}:{user_id}{}", user_id.len(), temp_id_key(temp_id)),
+    )
+}
+
+/// Sorts fred's errors into "Redis is not there" (answer `unavailable`) and the rest.
+pub(crate) fn redis_error(e: fred::error::Error) -> BrokerError {
+    let details = e.details();
+    let transient = [
+        "LOADING",
+        "CLUSTERDOWN",
+        "TRYAGAIN",
+        "MASTERDOWN",
+        "READONLY",
+        "BUSY",
+    ]
+    .iter()
+    .any(|p| details.starts_with(p));
+    match e.kind() {
+        ErrorKind::IO
+        | ErrorKind::Timeout
+        | ErrorKind::Canceled
+        | ErrorKind::Routing
+        | ErrorKind::Cluster
+        | ErrorKind::Backpressure => BrokerError::Unavailable(e.to_string()),
+        _ if transient => BrokerError::Unavailable(e.to_string()),
+        _ => BrokerError::Internal(e.to_string()),
+    }
+}
+
+fn bad_reply(what: &str) -> BrokerError {
+    BrokerError::Internal(format!("unexpected reply from Redis ({what})"))
+}
+
+impl RedisBroker {
+    /// Creates the broker and starts connecting (in the background: a node starts while Redis
+    /// is down, not ready until it is up). Errors name a configuration mistake.
+    pub fn new(config: RedisConfig, sink: Arc<dyn EventSink>) -> Result<Self, BrokerError> {
+        let mut fred_config = match &config.server {
+            RedisServer::Standalone(url) => Config::from_url(url)
+                .map_err(|e| BrokerError::Internal(format!("bad Redis URL {url}: {e}")))?,
+            RedisServer::Cluster(hosts) => Config {
+                server: ServerConfig::new_clustered(hosts.clone()),
+                ..Config::default()
+            },
+        };
+        // Keep trying when Redis is not up yet at start-up, as after any disconnect.
+        fred_config.fail_fast = false;
+        let performance = PerformanceConfig {
+            default_command_timeout: COMMAND_TIMEOUT,
+            broadcast_channel_capacity: BROADCAST_CAPACITY,
+            ..PerformanceConfig::default()
+        };
+        let connection = ConnectionConfig {
+            connection_timeout: COMMAND_TIMEOUT,
+            internal_command_timeout: COMMAND_TIMEOUT,
+            // A script cut off mid-flight is not sent again: its caller gets `unavailable`
+            // and retries with its tempId, which the script deduplicates.
+            max_command_attempts: 1,
+            unresponsive: UnresponsiveConfig {
+                max_timeout: Some(UNRESPONSIVE_AFTER),
+                interval: Duration::from_secs(1),
+            },
+            ..ConnectionConfig::default()
+        };
+        let policy = ReconnectPolicy::new_exponential(
+            0,
+            RECONNECT_MIN.as_millis() as u32,
+            RECONNECT_MAX.as_millis() as u32,
+            2,
+        );
+        let mut builder = Builder::from_config(fred_config);
+        builder
+            .set_performance_config(performance)
+            .set_connection_config(connection)
+            .set_policy(policy);
+        let client = builder
+            .build()
+            .map_err(|e| BrokerError::Internal(format!("Redis client: {e}")))?;
+        let subscriber = builder
+            .build_subscriber_client()
+            .map_err(|e| BrokerError::Internal(format!("Redis subscriber: {e}")))?;
+
+        let instance = format!(
+            "{}/{}",
+            config.node_id,
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let canary_channel = format!("sy:canary:{instance}");
+        let channels = Channels::new(subscriber.clone());
+        channels.hold(&canary_channel);
+        let inner = Arc::new(Inner {
+            presence: LocalPresence::new(config.presence_ttl),
+            config,
+            sink,
+            options: Options {
+                fail_fast: true,
+                timeout: Some(COMMAND_TIMEOUT),
+                ..Options::default()
+            },
+            instance,
+            canary_channel,
+            channels,
+            rooms: Mutex::default(),
+            scripts: Scripts {
+                publish: lua!("lua/publish.lua"),
+                history: lua!("lua/history.lua"),
+                presence: lua!("lua/presence.lua"),
+            },
+            started: Instant::now(),
+            canary_seen_ms: AtomicU64::new(0),
+            client,
+            subscriber,
+        });
+        // Subscribe to the receive path before connecting: nothing published is missed.
+        let messages = inner.subscriber.message_rx();
+        let reconnects = inner.subscriber.reconnect_rx();
+        let errors = inner.client.error_rx();
+        let mut tasks = vec![
+            spawn_connection(&inner.client),
+            spawn_connection(&inner.subscriber),
+        ];
+        tasks.push(tokio::spawn(dispatch::run(
+            Arc::downgrade(&inner),
+            messages,
+            reconnects,
+        )));
+        tasks.push(tokio::spawn(dispatch::canary(Arc::downgrade(&inner))));
+        tasks.push(tokio::spawn(presence::heartbeat(Arc::downgrade(&inner))));
+        tasks.push(tokio::spawn(log_errors(errors)));
+        Ok(RedisBroker { inner, tasks })
+    }
+
+    /// Number of pub/sub channels this node holds (rooms, users, its canary).
+    pub fn channel_count(&self) -> usize {
+        self.inner.channels.len()
+    }
+}
+
+fn spawn_connection(client: &impl ClientLike) -> JoinHandle<()> {
+    let handle = client.connect();
+    tokio::spawn(async move {
+        if let Ok(Err(e)) = handle.await {
+            tracing::error!(error = %e, "the Redis connection task ended");
+        }
+    })
+}
+
+async fn log_errors(
+    mut errors: tokio::sync::broadcast::Receiver<(fred::error::Error, Option<Server>)>,
+) {
+    loop {
+        match errors.recv().await {
+            Ok((e, server)) => {
+                metrics::counter!("switchyard_broker_connection_errors_total").increment(1);
+                tracing::warn!(error = %e, server = ?server.map(|s| s.to_string()), "Redis connection error; reconnecting");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let client = self.inner.client.clone();
+        let subscriber = self.inner.subscriber.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = client.quit().await;
+                let _ = subscriber.quit().await;
+            });
+        }
+    }
+}
+
+impl Inner {
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis().max(1) as u64
+    }
+
+    fn meta_ttl_s(&self) -> u64 {
+        ROOM_META_TTL.max(self.config.history_ttl * 2).as_secs()
+    }
+
+    /// Runs one of our scripts, loading it first where Redis does not know it (a restarted
+    /// server, a new cluster node).
+    async fn eval(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Value, BrokerError> {
+        if !self.client.is_connected() {
+            return Err(BrokerError::Unavailable(
+                "not connected to Redis (reconnecting)".into(),
+            ));
+        }
+        let client = self.client.with_options(&self.options);
+        match client
+            .evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone())
+            .await
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                let lua = script.lua().cloned().unwrap_or_default();
+                self.client
+                    .script_load_cluster::<Value, _>(lua)
+                    .await
+                    .map_err(redis_error)?;
+                client
+                    .evalsha(script.sha1().clone(), keys, args)
+                    .await
+                    .map_err(redis_error)
+            }
+            result => result.map_err(redis_error),
+        }
+    }
+
+    /// Reads a room's position and the messages after `since_seq` (see `history.lua`).
+    async fn read_history(
+        &self,
+        room_id: &str,
+        since_seq: Option<u64>,
+        epoch: Option<&str>,
+        limit: usize,
+    ) -> Result<HistoryPage, BrokerError> {
+        let keys = vec![room_key(room_id, "meta"), room_key(room_id, "log")];
+        let since = since_seq.map_or(-1, |s| s.min(i64::MAX as u64) as i64);
+        let args: Vec<Value> = vec![
+            new_epoch().to_string().into(),
+            since.into(),
+            (limit.max(1) as i64).into(),
+            (self.config.history_ttl.as_millis() as i64).into(),
+            (self.meta_ttl_s() as i64).into(),
+        ];
+        let reply = self
+            .eval(&self.scripts.history, keys, args)
+            .await?
+            .into_array();
+        let mut items = reply.into_iter();
+        let (Some(epoch_now), Some(seq), Some(first)) = (
+            items.next().and_then(|v| v.as_string()),
+            items.next().and_then(|v| v.as_u64()),
+            items.next().and_then(|v| v.as_u64()),
+        ) else {
+            return Err(bad_reply("history"));
+        };
+        let epoch_now: Arc<str> = Arc::from(epoch_now);
+        let mut page = HistoryPage {
+            messages: Vec::new(),
+            seq,
+            epoch: epoch_now.clone(),
+            complete: true,
+        };
+        self.init_track(room_id, seq, &epoch_now);
+        let Some(since) = since_seq else {
+            return Ok(page);
+        };
+        if epoch.is_some_and(|e| *e != *epoch_now) || since > seq {
+            page.complete = false;
+            return Ok(page);
+        }
+        page.complete = since == seq || first == since + 1;
+        for item in items {
+            let Some(bytes) = item.as_bytes() else {
+                return Err(bad_reply("history entry"));
+            };
+            match envelope::decode(bytes) {
+                Ok(envelope::Envelope::Durable { message, .. }) => {
+                    page.messages.push(Arc::new(SharedFrame::new(message)));
+                }
+                Ok(_) | Err(_) => {
+                    tracing::warn!(room = room_id, "skipping a malformed history entry");
+                    page.complete = false;
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// A room whose first subscriber just read its position starts tracking from there.
+    fn init_track(&self, room_id: &str, seq: u64, epoch: &Arc<str>) {
+        if let Some(track) = lock(&self.rooms).get_mut(room_id) {
+            if track.seq.is_none() {
+                track.seq = Some(seq);
+                track.epoch = Some(epoch.clone());
+            }
+        }
+    }
+
+    async fn spublish(&self, channel: String, payload: Vec<u8>) -> Result<(), BrokerError> {
+        if !self.client.is_connected() {
+            return Err(BrokerError::Unavailable(
+                "not connected to Redis (reconnecting)".into(),
+            ));
+        }
+        self.client
+            .with_options(&self.options)
+            .spublish::<Value, _, _>(channel, payload)
+            .await
+            .map(|_| ())
+            .map_err(redis_error)
+    }
+
+    fn is_ready(&self) -> bool {
+        let seen = self.canary_seen_ms.load(Ordering::Relaxed);
+        self.client.is_connected()
+            && self.subscriber.is_connected()
+            && seen > 0
+            && self.elapsed_ms().saturating_sub(seen) < CANARY_TIMEOUT.as_millis() as u64
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish_durable(
+        &self,
+        room_id: &str,
+        draft: DurableDraft,
+    ) -> Result<Published, BrokerError> {
+        let inner = &self.inner;
+        let dedupe = draft
+            .temp_id
+            .as_ref()
+            .map(|t| dedupe_key(room_id, draft.user_id.as_deref().unwrap_or(""), t));
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        // seq and ts are placeholders: the script assigns them, receivers fill them in.
+        let message = draft.into_message(room_id, id.clone(), 0, 0);
+        let keys = vec![
+            room_key(room_id, "meta"),
+            room_key(room_id, "log"),
+            room_channel(room_id),
+            dedupe.clone().unwrap_or_else(|| room_key(room_id, "t")),
+        ];
+        let args: Vec<Value> = vec![
+            new_epoch().to_string().into(),
+            bytes::Bytes::from(envelope::body(&message)).into(),
+            (inner.config.history_size as i64).into(),
+            (inner.config.history_ttl.as_millis() as i64).into(),
+            (inner.meta_ttl_s() as i64).into(),
+            (if dedupe.is_some() {
+                IDEMPOTENCY_TTL_S
+            } else {
+                0
+            } as i64)
+                .into(),
+            id.into(),
+        ];
+        let reply = inner
+            .eval(&inner.scripts.publish, keys, args)
+            .await?
+            .into_array();
+        let duplicate = reply.first().and_then(|v| v.as_u64());
+        let place = reply.get(1).and_then(|v| v.as_string());
+        let (Some(duplicate), Some(place)) = (duplicate, place) else {
+            return Err(bad_reply("publish"));
+        };
+        let mut parts = place.splitn(3, ':');
+        let (Some(seq), Some(ts), Some(id)) = (
+            parts.next().and_then(|s| s.parse().ok()),
+            parts.next().and_then(|s| s.parse().ok()),
+            parts.next(),
+        ) else {
+            return Err(bad_reply("publish place"));
+        };
+        Ok(Published {
+            id: id.to_owned(),
+            seq,
+            ts,
+            duplicate: duplicate == 1,
+        })
+    }
+
+    async fn publish_volatile(
+        &self,
+        room_id: &str,
+        message: ServerMessage,
+        exclude_user: Option<Arc<str>>,
+    ) -> Result<(), BrokerError> {
+        let inner = &self.inner;
+        let payload = envelope::volatile(&inner.instance, exclude_user.as_deref(), &message);
+        // This node's subscribers get it at once, Redis or not; other nodes through Redis.
+        let event = RoomEvent {
+            frame: Arc::new(SharedFrame::new(message)),
+            durable: None,
+            exclude_user,
+        };
+        inner.sink.room_event(room_id, &event);
+        if let Err(e) = inner.spublish(room_channel(room_id), payload).await {
+            metrics::counter!("switchyard_broker_volatile_unsent_total").increment(1);
+            tracing::debug!(room = room_id, error = %e, "volatile event reached this node only");
+        }
+        Ok(())
+    }
+
+    async fn publish_user(&self, user_id: &str, event: UserEvent) -> Result<(), BrokerError> {
+        let payload = match &event {
+            UserEvent::Event(frame) => envelope::user_event(user_id, frame.message()),
+            UserEvent::Disconnect { reason } => envelope::user_disconnect(user_id, reason),
+        };
+        self.inner.spublish(user_channel(user_id), payload).await
+    }
+
+    async fn history(
+        &self,
+        room_id: &str,
+        since_seq: Option<u64>,
+        epoch: Option<&str>,
+        limit: usize,
+    ) -> Result<HistoryPage, BrokerError> {
+        self.inner
+            .read_history(room_id, since_seq, epoch, limit)
+            .await
+    }
+
+    async fn subscribe_room(&self, room_id: &str) -> Result<(), BrokerError> {
+        let inner = &self.inner;
+        lock(&inner.rooms)
+            .entry(Arc::from(room_id))
+            .or_default()
+            .refs += 1;
+        let result = inner.channels.acquire(&room_channel(room_id)).await;
+        if result.is_err() {
+            inner.forget_room(room_id);
+        }
+        result.map(|_| ())
+    }
+
+    async fn unsubscribe_room(&self, room_id: &str) {
+        let inner = &self.inner;
+        inner.channels.release(&room_channel(room_id)).await;
+        inner.forget_room(room_id);
+    }
+
+    async fn subscribe_user(&self, user_id: &str) -> Result<(), BrokerError> {
+        self.inner
+            .channels
+            .acquire(&user_channel(user_id))
+            .await
+            .map(|_| ())
+    }
+
+    async fn unsubscribe_user(&self, user_id: &str) {
+        self.inner.channels.release(&user_channel(user_id)).await;
+    }
+
+    async fn presence_join(
+        &self,
+        room_id: &str,
+        conn: &PresenceConn,
+        member: Member,
+    ) -> Result<Vec<Member>, BrokerError> {
+        presence::join(&self.inner, room_id, conn, member).await
+    }
+
+    async fn presence_leave(&self, room_id: &str, conn: &PresenceConn) -> Result<(), BrokerError> {
+        presence::leave(&self.inner, room_id, conn).await
+    }
+
+    async fn presence_members(&self, room_id: &str) -> Result<Vec<Member>, BrokerError> {
+        presence::members(&self.inner, room_id).await
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.is_ready()
+    }
+}
+
+impl Inner {
+    fn forget_room(&self, room_id: &str) {
+        let mut rooms = lock(&self.rooms);
+        if let Some(track) = rooms.get_mut(room_id) {
+            track.refs = track.refs.saturating_sub(1);
+            if track.refs == 0 {
+                rooms.remove(room_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_room_hash_tag() {
+        let room = "doc:42.a@b";
+        for key in [
+            room_key(room, "meta"),
+            room_key(room, "log"),
+            room_channel(room),
+            dedupe_key(room, "u{1}", &Ref::Str("t".into())),
+        ] {
+            assert_eq!(
+                fred::util::redis_keyslot(key.as_bytes()),
+                fred::util::redis_keyslot(room.as_bytes()),
+                "{key}"
+            );
+        }
+        assert_eq!(room_of_channel(&room_channel(room)), Some(room));
+        assert_ne!(
+            dedupe_key("r", "a:1", &Ref::Str("2".into())),
+            dedupe_key("r", "a", &Ref::Str("1:2".into()))
+        );
+        assert_ne!(
+            dedupe_key("r", "a", &Ref::Int(7)),
+            dedupe_key("r", "a", &Ref::Str("7".into()))
+        );
+    }
+}

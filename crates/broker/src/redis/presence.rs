@@ -1,0 +1,223 @@
+//! Cluster-wide presence in Redis (`lua/presence.lua`). Per room: one entry per connection,
+//! scored by its expiry; a count of live connections per user; the member of each present user.
+//! The first connection of a user publishes `presence:join`, the last to go `presence:leave`.
+//!
+//! Each node refreshes its own entries every [`LocalPresence::tick`] (the heartbeat) and sweeps
+//! expired ones in every room it serves. An entry lives `ttl - tick` past its last refresh, so
+//! the members of a node that died without a word leave everyone's view within the presence TTL.
+
+use bytes::Bytes;
+use fred::interfaces::ClientLike;
+use fred::prelude::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use switchyard_protocol::{Member, ServerMessage};
+
+use super::{envelope, room_channel, room_key, Inner};
+use crate::{lock, sort_members, BrokerError, PresenceConn};
+
+/// Entries refreshed per script call (a room with more local connections takes several).
+const HEARTBEAT_BATCH: usize = 256;
+/// Rooms refreshed at once by the heartbeat.
+const HEARTBEAT_CONCURRENCY: usize = 32;
+
+/// This node's connections in each room's presence: what the heartbeat refreshes (and
+/// restores, if Redis lost them).
+pub(super) struct LocalPresence {
+    ttl: Duration,
+    rooms: Mutex<HashMap<Arc<str>, ConnEntries>>,
+}
+
+/// A room's entries of this node, by connection id.
+type ConnEntries = HashMap<Arc<str>, Entry>;
+
+#[derive(Clone)]
+struct Entry {
+    /// `"<connection id> <user id>"` (connection ids have no spaces).
+    entry: Bytes,
+    user: Bytes,
+    member: Bytes,
+    join: Bytes,
+}
+
+impl LocalPresence {
+    pub(super) fn new(ttl: Duration) -> Self {
+        LocalPresence {
+            ttl,
+            rooms: Mutex::default(),
+        }
+    }
+
+    /// Heartbeat period: a sixth of the TTL, between 250 ms and 5 s.
+    pub(super) fn tick(&self) -> Duration {
+        (self.ttl / 6).clamp(Duration::from_millis(250), Duration::from_secs(5))
+    }
+
+    fn args(&self, op: &str) -> Vec<Value> {
+        let entry_ttl = self.ttl.saturating_sub(self.tick()).max(self.tick());
+        vec![
+            op.into(),
+            (entry_ttl.as_millis() as i64).into(),
+            ((self.ttl * 2).as_millis() as i64).into(),
+        ]
+    }
+}
+
+fn keys(room_id: &str) -> Vec<String> {
+    vec![
+        room_key(room_id, "presence:conns"),
+        room_key(room_id, "presence:counts"),
+        room_key(room_id, "presence:members"),
+        room_channel(room_id),
+    ]
+}
+
+fn entry_of(conn: &PresenceConn) -> Bytes {
+    Bytes::from(format!("{} {}", conn.connection_id, conn.user_id))
+}
+
+fn members_of(reply: Value) -> Result<Vec<Member>, BrokerError> {
+    let mut members = reply
+        .into_array()
+        .into_iter()
+        .map(|v| {
+            v.as_str()
+                .and_then(|s| serde_json::from_str::<Member>(&s).ok())
+                .ok_or_else(|| BrokerError::Internal("malformed presence member in Redis".into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    sort_members(&mut members);
+    Ok(members)
+}
+
+pub(super) async fn join(
+    inner: &Inner,
+    room_id: &str,
+    conn: &PresenceConn,
+    member: Member,
+) -> Result<Vec<Member>, BrokerError> {
+    let user = conn.user_id.to_string();
+    let join = ServerMessage::PresenceJoin {
+        room_id: room_id.to_owned(),
+        member: member.clone(),
+    };
+    let entry = Entry {
+        entry: entry_of(conn),
+        user: Bytes::from(user.clone()),
+        member: Bytes::from(serde_json::to_vec(&member).unwrap_or_default()),
+        // No origin: every node delivers it, this one included.
+        join: Bytes::from(envelope::volatile("", Some(&user), &join)),
+    };
+    let presence = &inner.presence;
+    let mut args = presence.args("join");
+    args.extend([
+        entry.entry.clone().into(),
+        entry.user.clone().into(),
+        entry.member.clone().into(),
+        entry.join.clone().into(),
+    ]);
+    lock(&presence.rooms)
+        .entry(Arc::from(room_id))
+        .or_default()
+        .insert(conn.connection_id.clone(), entry);
+    match inner
+        .eval(&inner.scripts.presence, keys(room_id), args)
+        .await
+    {
+        Ok(reply) => members_of(reply),
+        Err(e) => {
+            forget(presence, room_id, conn);
+            Err(e)
+        }
+    }
+}
+
+fn forget(presence: &LocalPresence, room_id: &str, conn: &PresenceConn) {
+    let mut rooms = lock(&presence.rooms);
+    if let Some(conns) = rooms.get_mut(room_id) {
+        conns.remove(&conn.connection_id);
+        if conns.is_empty() {
+            rooms.remove(room_id);
+        }
+    }
+}
+
+pub(super) async fn leave(
+    inner: &Inner,
+    room_id: &str,
+    conn: &PresenceConn,
+) -> Result<(), BrokerError> {
+    forget(&inner.presence, room_id, conn);
+    let mut args = inner.presence.args("leave");
+    args.push(entry_of(conn).into());
+    inner
+        .eval(&inner.scripts.presence, keys(room_id), args)
+        .await
+        .map(|_| ())
+}
+
+pub(super) async fn members(inner: &Inner, room_id: &str) -> Result<Vec<Member>, BrokerError> {
+    let args = inner.presence.args("members");
+    members_of(
+        inner
+            .eval(&inner.scripts.presence, keys(room_id), args)
+            .await?,
+    )
+}
+
+/// Refreshes this node's entries and sweeps expired ones, in every room the node serves.
+pub(super) async fn heartbeat(inner: Weak<Inner>) {
+    let period = match inner.upgrade() {
+        Some(inner) => inner.presence.tick(),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if !inner.client.is_connected() {
+            continue;
+        }
+        // Rooms with local subscribers (they want to hear of dead nodes' members leaving) and
+        // rooms with local members (their entries must not expire).
+        let mut batches: Vec<(Arc<str>, Vec<Entry>)> = Vec::new();
+        {
+            let present = lock(&inner.presence.rooms);
+            let rooms = lock(&inner.rooms);
+            for room in rooms.keys() {
+                if !present.contains_key(room) {
+                    batches.push((room.clone(), Vec::new()));
+                }
+            }
+            for (room, conns) in present.iter() {
+                let entries: Vec<Entry> = conns.values().cloned().collect();
+                for chunk in entries.chunks(HEARTBEAT_BATCH) {
+                    batches.push((room.clone(), chunk.to_vec()));
+                }
+            }
+        }
+        for group in batches.chunks(HEARTBEAT_CONCURRENCY) {
+            let calls = group.iter().map(|(room, entries)| {
+                let mut args = inner.presence.args("heartbeat");
+                for e in entries {
+                    args.extend([
+                        e.entry.clone().into(),
+                        e.user.clone().into(),
+                        e.member.clone().into(),
+                        e.join.clone().into(),
+                    ]);
+                }
+                let inner = &inner;
+                async move {
+                    if let Err(e) = inner.eval(&inner.scripts.presence, keys(room), args).await {
+                        tracing::debug!(room = %room, error = %e, "presence heartbeat failed");
+                    }
+                }
+            });
+            futures_util::future::join_all(calls).await;
+        }
+    }
+}

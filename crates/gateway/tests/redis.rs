@@ -1,0 +1,336 @@
+//! Several nodes on one real Redis (each test starts its own `redis-server` on a free port):
+//! messages, presence, typing, the HTTP API and user-targeted events cross nodes; a client
+//! resumes on another node; a pub/sub connection cut by Redis loses nothing.
+
+mod common;
+
+use common::redis::Redis;
+use common::*;
+use serde_json::{json, Value};
+use switchyard_client::Client;
+
+const FAST: [(&str, &str); 2] = [
+    ("SWITCHYARD_RATE_PER_SEC", "1000"),
+    ("SWITCHYARD_RATE_BURST", "1000"),
+];
+
+/// Two in-process nodes on `redis`, ready.
+async fn two_nodes(redis: &Redis, extra: &[(&str, &str)]) -> (Node, Node) {
+    let url = redis.url();
+    let mut nodes = Vec::new();
+    for id in ["node-a", "node-b"] {
+        let mut env = vec![
+            ("SWITCHYARD_BROKER", url.as_str()),
+            ("SWITCHYARD_NODE_ID", id),
+        ];
+        env.extend_from_slice(&FAST);
+        env.extend_from_slice(extra);
+        let node = Node::start(&env).await;
+        node.wait_ready().await;
+        nodes.push(node);
+    }
+    let b = nodes.pop().unwrap();
+    (nodes.pop().unwrap(), b)
+}
+
+async fn messages_until_joined(client: &mut Client) -> (Vec<Value>, Value) {
+    let mut messages = Vec::new();
+    loop {
+        let v = client.recv_timeout(SOON).await.unwrap();
+        match v["type"].as_str() {
+            Some("new-message") => messages.push(v),
+            Some("room-joined") => return (messages, v),
+            Some("error") => panic!("join refused: {v}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_from_one_node_reaches_the_other_with_the_same_seq() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, &[]).await;
+    let mut alice = a.connect("alice").await;
+    let mut bob = b.connect("bob").await;
+    join(&mut alice, "lobby").await;
+    join(&mut bob, "lobby").await;
+
+    let ack = say(&mut alice, "lobby", "t1", "hello from A").await;
+    assert_eq!(
+        (ack["success"].as_bool(), ack["seq"].as_u64()),
+        (Some(true), Some(1))
+    );
+    let at_b = bob.recv_type("new-message", SOON).await.unwrap();
+    assert_eq!(at_b["seq"], 1);
+    assert_eq!(at_b["id"], ack["serverId"]);
+    assert_eq!(
+        (at_b["userId"].as_str(), at_b["text"].as_str()),
+        (Some("alice"), Some("hello from A"))
+    );
+    let own = alice.recv_type("new-message", SOON).await.unwrap();
+    assert_eq!(
+        (own["seq"].as_u64(), own["ts"].clone()),
+        (Some(1), at_b["ts"].clone())
+    );
+
+    let ack = say(&mut bob, "lobby", "t1", "hi from B").await;
+    assert_eq!(
+        ack["seq"], 2,
+        "one order per room, whichever node publishes"
+    );
+    assert_eq!(
+        alice.recv_type("new-message", SOON).await.unwrap()["seq"],
+        2
+    );
+
+    // Volatile events cross nodes too, and skip the sender's own connections.
+    alice
+        .send(json!({"type": "typing:start", "roomId": "lobby"}))
+        .await
+        .unwrap();
+    let typing = bob.recv_type("typing:start", SOON).await.unwrap();
+    assert_eq!(typing["userId"], "alice");
+    bob.send(json!({"type": "cursor:move", "roomId": "lobby", "x": 1.5, "y": 2}))
+        .await
+        .unwrap();
+    let cursor = alice.recv_type("cursor:move", SOON).await.unwrap();
+    assert_eq!(
+        (cursor["userId"].as_str(), cursor["x"].as_f64()),
+        (Some("bob"), Some(1.5))
+    );
+    assert_quiet(&mut bob, |v| v["type"] == "cursor:move").await;
+
+    // A retry of the same tempId on the other node gets the first ack, and nothing twice.
+    let mut alice_b = b.connect("alice").await;
+    join(&mut alice_b, "lobby").await;
+    let first = say(&mut alice, "lobby", "same", "once").await;
+    let retry = say(&mut alice_b, "lobby", "same", "once").await;
+    assert_eq!(
+        (retry["serverId"].clone(), retry["seq"].clone()),
+        (first["serverId"].clone(), first["seq"].clone())
+    );
+    let delivered = bob.recv_type("new-message", SOON).await.unwrap();
+    assert_eq!(delivered["seq"], first["seq"]);
+    assert_quiet(&mut bob, |v| v["type"] == "new-message").await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_per_user_across_nodes() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, &[]).await;
+    let mut alice = a.connect("alice").await;
+    let joined = join(&mut alice, "team").await;
+    assert_eq!(joined["members"].as_array().unwrap().len(), 1);
+
+    let mut bob_b = b.connect("bob").await;
+    let joined = join(&mut bob_b, "team").await;
+    let users: Vec<&str> = joined["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["userId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        users,
+        ["alice", "bob"],
+        "members across the cluster, in join order"
+    );
+    let seen = alice.recv_type("presence:join", SOON).await.unwrap();
+    assert_eq!(seen["member"]["userId"], "bob");
+    assert_eq!(seen["member"]["name"], "bob name");
+
+    // Bob's second tab, on the other node: still one member, no second join.
+    let mut bob_a = a.connect("bob").await;
+    join(&mut bob_a, "team").await;
+    assert_quiet(&mut alice, |v| v["type"] == "presence:join").await;
+    let members: Value = api()
+        .get(b.http("/api/rooms/team/presence"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
+
+    // The first tab leaving is not a leave; the last one is, on every node.
+    bob_b
+        .send(json!({"type": "leave-room", "roomId": "team"}))
+        .await
+        .unwrap();
+    bob_b.recv_type("room-left", SOON).await.unwrap();
+    assert_quiet(&mut alice, |v| v["type"] == "presence:leave").await;
+    drop(bob_a);
+    let left = alice.recv_type("presence:leave", SOON).await.unwrap();
+    assert_eq!(
+        (left["roomId"].as_str(), left["userId"].as_str()),
+        (Some("team"), Some("bob"))
+    );
+    alice
+        .send(json!({"type": "presence:sync", "roomId": "team"}))
+        .await
+        .unwrap();
+    let sync = alice.recv_type("presence:sync", SOON).await.unwrap();
+    assert_eq!(sync["members"].as_array().unwrap().len(), 1, "{sync}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_reaches_users_on_any_node() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, &[]).await;
+    let mut carol = a.connect("carol").await;
+    join(&mut carol, "board").await;
+
+    // A backend publishes through node B; carol on node A gets it with a seq.
+    let response = api()
+        .post(b.http("/api/rooms/board/publish"))
+        .bearer_auth(API_KEY)
+        .json(&json!({"event": "task-updated", "data": {"id": 7}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seq = response.json::<Value>().await.unwrap()["seq"].clone();
+    let event = carol.recv_type("event", SOON).await.unwrap();
+    assert_eq!(
+        (event["event"].as_str(), event["seq"].clone()),
+        (Some("task-updated"), seq)
+    );
+    assert_eq!(event["data"]["id"], 7);
+
+    // History on the other node reads the same stream.
+    say(&mut carol, "board", "c1", "after the event").await;
+    let history: Value = api()
+        .get(b.http("/api/rooms/board/history?sinceSeq=0"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2], "{history}");
+    assert_eq!(history["messages"][1]["text"], "after the event");
+
+    // User-targeted event and disconnect, sent through B, reach carol's connection on A.
+    let status = api()
+        .post(b.http("/api/users/carol/publish"))
+        .bearer_auth(API_KEY)
+        .json(&json!({"event": "notify", "data": "hi"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    let note = carol.recv_type("event", SOON).await.unwrap();
+    assert_eq!(
+        (note["event"].as_str(), note.get("roomId")),
+        (Some("notify"), None)
+    );
+    let status = api()
+        .post(b.http("/api/users/carol/disconnect"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    let (code, _) = carol.closed(SOON).await.unwrap();
+    assert_eq!(code, 1008);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_a_drained_node_resumes_on_another() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, &[]).await;
+    let mut reader = a.connect("reader").await;
+    let joined = join(&mut reader, "feed").await;
+    let epoch = joined["epoch"].as_str().unwrap().to_owned();
+    let mut writer = b.connect("writer").await;
+    join(&mut writer, "feed").await;
+    let mut last = 0;
+    for i in 1..=3 {
+        say(&mut writer, "feed", &format!("w{i}"), "before").await;
+        last = reader.recv_type("new-message", SOON).await.unwrap()["seq"]
+            .as_u64()
+            .unwrap();
+    }
+    a.stop().await;
+    let (code, _) = reader.closed(SOON).await.unwrap();
+    assert_eq!(code, 1001, "a draining node says go away");
+    for i in 4..=6 {
+        say(&mut writer, "feed", &format!("w{i}"), "while away").await;
+    }
+
+    let mut resumed = b.connect("reader").await;
+    resumed
+        .send(json!({"type": "join-room", "roomId": "feed", "sinceSeq": last, "epoch": epoch}))
+        .await
+        .unwrap();
+    let (missed, reply) = messages_until_joined(&mut resumed).await;
+    let seqs: Vec<u64> = missed.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [4, 5, 6], "exactly the missed messages, in order");
+    assert_eq!(
+        (reply["recovered"].as_bool(), reply["seq"].as_u64()),
+        (Some(true), Some(6))
+    );
+    say(&mut writer, "feed", "w7", "live").await;
+    assert_eq!(
+        resumed.recv_type("new-message", SOON).await.unwrap()["seq"],
+        7
+    );
+    assert_quiet(&mut resumed, |v| v["type"] == "new-message").await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pubsub_connection_cut_by_redis_loses_nothing() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, &[]).await;
+    let mut writer = a.connect("writer").await;
+    join(&mut writer, "wire").await;
+    let mut reader = b.connect("reader").await;
+    join(&mut reader, "wire").await;
+
+    let writing = tokio::spawn(async move {
+        for i in 1..=200 {
+            let ack = say(&mut writer, "wire", &format!("w{i}"), "x").await;
+            assert_eq!(ack["success"], true, "{ack}");
+        }
+        writer
+    });
+    // Cut every pub/sub connection a few times while messages flow (what Redis does to a
+    // subscriber whose output buffer overflows).
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        let m = reader.recv_type("new-message", SOON).await.unwrap();
+        seqs.push(m["seq"].as_u64().unwrap());
+        let killed = redis.cli(&["client", "kill", "type", "pubsub"]);
+        assert!(!killed.trim().is_empty());
+    }
+    let _writer = writing.await.unwrap();
+    while seqs.last() != Some(&200) {
+        let m = reader
+            .recv_type("new-message", std::time::Duration::from_secs(15))
+            .await
+            .unwrap();
+        seqs.push(m["seq"].as_u64().unwrap());
+    }
+    let expected: Vec<u64> = (1..=200).collect();
+    assert_eq!(seqs, expected, "no gap, no repeat");
+    a.stop().await;
+    b.stop().await;
+}

@@ -1,0 +1,242 @@
+//! Failures on a real Redis: a node killed with SIGKILL (its members leave everyone's presence
+//! within the TTL), and Redis itself killed and restarted mid-traffic (no false acks, local
+//! volatile events keep flowing, the cluster recovers by itself).
+
+mod common;
+
+use common::process::NodeProcess;
+use common::redis::Redis;
+use common::*;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_without_a_word_leaves_presence_within_the_ttl() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let env = [
+        ("SWITCHYARD_BROKER", url.as_str()),
+        ("SWITCHYARD_PRESENCE_TTL_S", "3"),
+    ];
+    let mut doomed = NodeProcess::spawn(&[env[0], env[1], ("SWITCHYARD_NODE_ID", "doomed")]);
+    let survivor = Node::start(&[env[0], env[1], ("SWITCHYARD_NODE_ID", "survivor")]).await;
+    wait_ready(&doomed.http("/readyz")).await;
+    survivor.wait_ready().await;
+
+    let mut carol = connect_to(&doomed.ws_url(), "carol").await;
+    join(&mut carol, "room").await;
+    let mut dave = survivor.connect("dave").await;
+    let joined = join(&mut dave, "room").await;
+    assert_eq!(joined["members"].as_array().unwrap().len(), 2, "{joined}");
+
+    doomed.kill9();
+    let killed = Instant::now();
+    let left = dave
+        .recv_type("presence:leave", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let took = killed.elapsed();
+    assert_eq!(left["userId"], "carol");
+    assert!(
+        took <= Duration::from_secs(3) + Duration::from_secs(2),
+        "presence:leave came {took:?} after the kill (TTL 3 s)"
+    );
+    let members: Value = api()
+        .get(survivor.http("/api/rooms/room/presence"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(members["members"].as_array().unwrap().len(), 1, "{members}");
+    drop(carol);
+    survivor.stop().await;
+}
+
+#[derive(Default)]
+struct Outcome {
+    succeeded: Vec<String>,
+    unavailable: usize,
+    succeeded_after_restart: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_mid_traffic_no_false_acks_and_recovery() {
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let node = |id: &'static str| {
+        let url = url.clone();
+        async move {
+            Node::start(&[
+                ("SWITCHYARD_BROKER", url.as_str()),
+                ("SWITCHYARD_NODE_ID", id),
+                ("SWITCHYARD_RATE_PER_SEC", "1000"),
+                ("SWITCHYARD_RATE_BURST", "1000"),
+            ])
+            .await
+        }
+    };
+    let a = node("a").await;
+    let b = node("b").await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+
+    let mut writer = a.connect("writer").await;
+    join(&mut writer, "ops").await;
+    let mut typist = a.connect("typist").await;
+    join(&mut typist, "ops").await;
+    let mut watcher = a.connect("watcher").await;
+    join(&mut watcher, "ops").await;
+    let mut reader = b.connect("reader").await;
+    join(&mut reader, "ops").await;
+
+    // The reader, on the other node, records every message id and every room-reset.
+    let received = Arc::new(Mutex::new((HashSet::<String>::new(), 0usize)));
+    let stop_reading = tokio_util::sync::CancellationToken::new();
+    let reading = {
+        let received = received.clone();
+        let stop = stop_reading.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    v = reader.recv_timeout(Duration::from_secs(30)) => v,
+                };
+                let Ok(v) = next else { return };
+                let mut r = received.lock().unwrap();
+                match v["type"].as_str() {
+                    Some("new-message") => {
+                        r.0.insert(v["id"].as_str().unwrap().to_owned());
+                    }
+                    Some("room-reset") => r.1 += 1,
+                    _ => {}
+                }
+            }
+        })
+    };
+
+    // The writer publishes steadily and records every ack.
+    let outcome = Arc::new(Mutex::new(Outcome::default()));
+    let restarted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_writing = tokio_util::sync::CancellationToken::new();
+    let writing = {
+        let outcome = outcome.clone();
+        let restarted = restarted.clone();
+        let stop = stop_writing.clone();
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.is_cancelled() {
+                i += 1;
+                let ack = say(&mut writer, "ops", &format!("m{i}"), "steady").await;
+                {
+                    let mut o = outcome.lock().unwrap();
+                    if ack["success"] == true {
+                        o.succeeded
+                            .push(ack["serverId"].as_str().unwrap().to_owned());
+                        if restarted.load(std::sync::atomic::Ordering::SeqCst) {
+                            o.succeeded_after_restart += 1;
+                        }
+                    } else {
+                        assert_eq!(ack["error"]["code"], "unavailable", "{ack}");
+                        o.unavailable += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let wait_for =
+        |what: &'static str, limit: Duration, done: Box<dyn Fn(&Outcome) -> bool + Send>| {
+            let outcome = outcome.clone();
+            async move {
+                let deadline = Instant::now() + limit;
+                while !done(&outcome.lock().unwrap()) {
+                    assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+    wait_for(
+        "acks before the outage",
+        SOON,
+        Box::new(|o| o.succeeded.len() >= 10),
+    )
+    .await;
+
+    redis.kill();
+    wait_status(&a.http("/readyz"), 503, Duration::from_secs(10)).await;
+    wait_status(&b.http("/readyz"), 503, Duration::from_secs(10)).await;
+    wait_for(
+        "refusals during the outage",
+        SOON,
+        Box::new(|o| o.unavailable >= 5),
+    )
+    .await;
+    // Local volatile events still reach local subscribers.
+    typist
+        .send(json!({"type": "typing:start", "roomId": "ops"}))
+        .await
+        .unwrap();
+    let typing = watcher.recv_type("typing:start", SOON).await.unwrap();
+    assert_eq!(typing["userId"], "typist");
+
+    redis.restart();
+    let back = Instant::now();
+    restarted.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for(
+        "publishes to succeed again",
+        Duration::from_secs(15),
+        Box::new(|o| o.succeeded_after_restart >= 1),
+    )
+    .await;
+    let recovery = back.elapsed();
+    wait_ready(&a.http("/readyz")).await;
+    wait_ready(&b.http("/readyz")).await;
+    assert!(
+        recovery <= Duration::from_secs(15),
+        "recovered in {recovery:?}"
+    );
+    eprintln!("recovery after the Redis restart: {recovery:?}");
+    wait_for(
+        "acks after the outage",
+        SOON,
+        Box::new(|o| o.succeeded_after_restart >= 10),
+    )
+    .await;
+    stop_writing.cancel();
+    writing.await.unwrap();
+
+    // No false acks: every message acked with success reached the reader on the other node.
+    let succeeded = outcome.lock().unwrap().succeeded.clone();
+    let deadline = Instant::now() + SOON;
+    loop {
+        let missing: Vec<String> = {
+            let r = received.lock().unwrap();
+            succeeded
+                .iter()
+                .filter(|id| !r.0.contains(*id))
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acked but never delivered: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        received.lock().unwrap().1 >= 1,
+        "the reader was told the room's history was reset (Redis came back empty)"
+    );
+    stop_reading.cancel();
+    let _ = reading.await;
+    a.stop().await;
+    b.stop().await;
+}
