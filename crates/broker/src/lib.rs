@@ -149,7 +149,9 @@ pub struct PresenceConn {
 /// The broker interface. Room and user subscriptions are reference counted by the broker: the
 /// gateway calls `subscribe_room` (`subscribe_user`) once per local subscriber (connection) and
 /// `unsubscribe_room` (`unsubscribe_user`) once when it goes; the broker subscribes a channel
-/// on the first and leaves it on the last.
+/// on the first and leaves it on the last. A failed `subscribe_room` holds no reference (do not
+/// unsubscribe); a failed `subscribe_user` holds one (the broker subscribes the channel when it
+/// can), so `unsubscribe_user` is always called.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Publishes a durable message: dedupe, next seq, history append, delivery to every node

@@ -407,6 +407,10 @@ fn parse_broker(raw: &str) -> Result<BrokerUrl, ConfigError> {
                 .and_then(|(name, port)| Some((name, port.parse::<u16>().ok()?)))
                 .filter(|(name, port)| !name.is_empty() && *port > 0)
                 .ok_or_else(|| invalid("SWITCHYARD_BROKER", raw, expected))?;
+            let name = name
+                .strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .unwrap_or(name);
             seeds.push((name.to_owned(), port));
         }
         if seeds.is_empty() {
@@ -434,7 +438,11 @@ impl std::fmt::Display for BrokerUrl {
                 f.write_str("redis-cluster://")?;
                 for (i, (host, port)) in seeds.iter().enumerate() {
                     let comma = if i > 0 { "," } else { "" };
-                    write!(f, "{comma}{host}:{port}")?;
+                    if host.contains(':') {
+                        write!(f, "{comma}[{host}]:{port}")?;
+                    } else {
+                        write!(f, "{comma}{host}:{port}")?;
+                    }
                 }
                 Ok(())
             }
@@ -531,6 +539,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("SWITCHYARD_BROKER"), "{e}");
+    }
+
+    #[test]
+    fn broker_urls() {
+        let broker = |raw: &str| Config::from_env([("SWITCHYARD_BROKER", raw)]).map(|c| c.broker);
+        assert_eq!(
+            broker("redis://:s3cret@10.0.0.5:6379/2").unwrap(),
+            BrokerUrl::Redis("redis://:s3cret@10.0.0.5:6379/2".into())
+        );
+        let cluster = broker("redis-cluster://r1:7000, r2:7001,[::1]:7002").unwrap();
+        assert_eq!(
+            cluster,
+            BrokerUrl::RedisCluster(vec![
+                ("r1".into(), 7000),
+                ("r2".into(), 7001),
+                ("::1".into(), 7002)
+            ])
+        );
+        assert_eq!(
+            cluster.to_string(),
+            "redis-cluster://r1:7000,r2:7001,[::1]:7002"
+        );
+        for bad in [
+            "redis-cluster://",
+            "redis-cluster://r1",
+            "redis-cluster://r1:port",
+            "redis-cluster://:7000",
+            "rediss://host:6380",
+        ] {
+            let e = broker(bad).unwrap_err().to_string();
+            assert!(e.contains("SWITCHYARD_BROKER"), "{bad}: {e}");
+        }
+        // Logs show the broker without its password.
+        let shown = broker("redis://user:s3cret@host:6379").unwrap().to_string();
+        assert_eq!(shown, "redis://***@host:6379");
     }
 
     #[test]

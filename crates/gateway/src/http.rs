@@ -70,11 +70,16 @@ impl IntoResponse for ApiError {
 
 impl From<switchyard_broker::BrokerError> for ApiError {
     fn from(e: switchyard_broker::BrokerError) -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
+        match e {
+            switchyard_broker::BrokerError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+            switchyard_broker::BrokerError::Internal(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub outbound_queue_depth: Gauge,
     pub rooms: Gauge,
     pub broker_publish_seconds: Histogram,
+    /// 1 when the node takes traffic (`/readyz` 200), 0 when draining or the broker is down.
+    pub ready: Gauge,
 }
 
 impl Metrics {
@@ -51,6 +53,7 @@ impl Metrics {
             outbound_queue_depth: gauge!("switchyard_outbound_queue_depth"),
             rooms: gauge!("switchyard_rooms"),
             broker_publish_seconds: histogram!("switchyard_broker_publish_seconds"),
+            ready: gauge!("switchyard_ready"),
         }
     }
 

@@ -184,6 +184,9 @@ async fn redis_restarted_mid_traffic_no_false_acks_and_recovery() {
     let typing = watcher.recv_type("typing:start", SOON).await.unwrap();
     assert_eq!(typing["userId"], "typist");
 
+    // A user who connects during the outage gets user-targeted events once Redis is back.
+    let mut late = b.connect("late").await;
+
     redis.restart();
     let back = Instant::now();
     restarted.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -201,6 +204,17 @@ async fn redis_restarted_mid_traffic_no_false_acks_and_recovery() {
         "recovered in {recovery:?}"
     );
     eprintln!("recovery after the Redis restart: {recovery:?}");
+    let status = api()
+        .post(a.http("/api/users/late/publish"))
+        .bearer_auth(API_KEY)
+        .json(&json!({"event": "welcome-back", "data": null}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    let event = late.recv_type("event", SOON).await.unwrap();
+    assert_eq!(event["event"], "welcome-back");
     wait_for(
         "acks after the outage",
         SOON,
@@ -239,4 +253,39 @@ async fn redis_restarted_mid_traffic_no_false_acks_and_recovery() {
     let _ = reading.await;
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_canary_when_redis_stops_answering() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let node = Node::start(&[("SWITCHYARD_BROKER", &url)]).await;
+    node.wait_ready().await;
+    let mut alice = node.connect("alice").await;
+    join(&mut alice, "r").await;
+
+    // Redis keeps its connections open but answers nothing: only timeouts and the canary can
+    // tell. Nothing is acked meanwhile, and readyz turns 503.
+    let paused = Instant::now();
+    redis.cli(&["client", "pause", "10000", "all"]);
+    let ack = say(&mut alice, "r", "during", "paused").await;
+    assert_eq!(
+        (ack["success"].as_bool(), ack["error"]["code"].as_str()),
+        (Some(false), Some("unavailable")),
+        "{ack}"
+    );
+    wait_status(&node.http("/readyz"), 503, Duration::from_secs(10)).await;
+    let noticed = paused.elapsed();
+    assert!(
+        noticed < Duration::from_secs(10),
+        "503 only after the pause"
+    );
+    wait_status(&node.http("/readyz"), 200, Duration::from_secs(20)).await;
+    eprintln!(
+        "readyz 503 {noticed:?} after Redis stopped answering; 200 again {:?} after",
+        paused.elapsed()
+    );
+    let ack = say(&mut alice, "r", "after", "unpaused").await;
+    assert_eq!(ack["success"], true, "{ack}");
+    node.stop().await;
 }

@@ -8,6 +8,7 @@
 use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, PubsubInterface};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::redis_error;
@@ -15,6 +16,8 @@ use crate::{lock, BrokerError};
 
 pub(crate) struct Channels {
     subscriber: SubscriberClient,
+    /// Set when a held channel could not be subscribed: the receive task resubscribes.
+    pub(crate) resync_wanted: AtomicBool,
     table: Mutex<HashMap<Arc<str>, Arc<Channel>>>,
 }
 
@@ -35,6 +38,7 @@ impl Channels {
     pub(crate) fn new(subscriber: SubscriberClient) -> Self {
         Channels {
             subscriber,
+            resync_wanted: AtomicBool::new(false),
             table: Mutex::default(),
         }
     }
@@ -49,7 +53,11 @@ impl Channels {
     }
 
     /// Takes a reference; subscribes when it is the first. Returns whether it was.
-    pub(crate) async fn acquire(&self, name: &str) -> Result<bool, BrokerError> {
+    ///
+    /// When subscribing fails, `hold` says what happens to the reference: kept (the channel is
+    /// subscribed by the next [`resubscribe`](Self::resubscribe), and the caller still releases
+    /// it) or dropped (the caller must not release it).
+    pub(crate) async fn acquire(&self, name: &str, hold: bool) -> Result<bool, BrokerError> {
         loop {
             let channel = lock(&self.table)
                 .entry(Arc::from(name))
@@ -69,7 +77,10 @@ impl Channels {
                     ))
                 };
                 if let Err(e) = result {
-                    if state.count == 0 {
+                    if hold {
+                        state.count += 1;
+                        self.resync_wanted.store(true, Ordering::Relaxed);
+                    } else if state.count == 0 {
                         state.removed = true;
                         self.remove(name, &channel);
                     }

@@ -56,21 +56,25 @@ pub(super) async fn run(
                 }
                 Err(RecvError::Closed) => return,
             },
-            _ = retry.tick(), if resync => {
+            _ = retry.tick() => {
                 let Some(inner) = inner.upgrade() else { return };
-                if inner.subscriber.is_connected() {
-                    match inner.channels.resubscribe().await {
-                        Ok(channels) => {
-                            resync = false;
-                            // Prove the path at once rather than at the next canary tick.
-                            let _ = inner
-                                .spublish(inner.canary_channel.clone(), envelope::canary(0))
-                                .await;
-                            let rooms = inner.catch_up_all().await;
-                            tracing::info!(channels, rooms, "pub/sub subscribed; rooms caught up");
-                        }
-                        Err(e) => tracing::warn!(error = %e, "resubscribing failed; retrying"),
+                if inner.channels.resync_wanted.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    resync = true;
+                }
+                if !resync || !inner.subscriber.is_connected() {
+                    continue;
+                }
+                match inner.channels.resubscribe().await {
+                    Ok(channels) => {
+                        resync = false;
+                        // Prove the path at once rather than at the next canary tick.
+                        let _ = inner
+                            .spublish(inner.canary_channel.clone(), envelope::canary(0))
+                            .await;
+                        let rooms = inner.catch_up_all().await;
+                        tracing::info!(channels, rooms, "pub/sub subscribed; rooms caught up");
                     }
+                    Err(e) => tracing::warn!(error = %e, "resubscribing failed; retrying"),
                 }
             }
         }

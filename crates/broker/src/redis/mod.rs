@@ -575,7 +575,7 @@ impl Broker for RedisBroker {
             .entry(Arc::from(room_id))
             .or_default()
             .refs += 1;
-        let result = inner.channels.acquire(&room_channel(room_id)).await;
+        let result = inner.channels.acquire(&room_channel(room_id), false).await;
         if result.is_err() {
             inner.forget_room(room_id);
         }
@@ -591,7 +591,7 @@ impl Broker for RedisBroker {
     async fn subscribe_user(&self, user_id: &str) -> Result<(), BrokerError> {
         self.inner
             .channels
-            .acquire(&user_channel(user_id))
+            .acquire(&user_channel(user_id), true)
             .await
             .map(|_| ())
     }
