@@ -334,3 +334,71 @@ async fn a_pubsub_connection_cut_by_redis_loses_nothing() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Joins `room` with `sinceSeq` (and the epoch) and returns the replayed seqs and the reply.
+async fn resume(client: &mut Client, room: &str, since: u64, epoch: &str) -> (Vec<u64>, Value) {
+    client
+        .send(json!({"type": "join-room", "roomId": room, "sinceSeq": since, "epoch": epoch}))
+        .await
+        .unwrap();
+    let (missed, reply) = messages_until_joined(client).await;
+    let seqs = missed.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    (seqs, reply)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_stream_is_bounded_by_count_and_age() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(
+        &redis,
+        &[
+            ("SWITCHYARD_HISTORY_SIZE", "3"),
+            ("SWITCHYARD_HISTORY_TTL_S", "1"),
+        ],
+    )
+    .await;
+    let mut writer = a.connect("writer").await;
+    let epoch = join(&mut writer, "short").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 1..=5 {
+        say(&mut writer, "short", &format!("s{i}"), "x").await;
+    }
+    assert_eq!(redis.cli(&["xlen", "sy:{short}:history"]).trim(), "3");
+
+    let mut reader = b.connect("reader").await;
+    let (seqs, reply) = resume(&mut reader, "short", 2, &epoch).await;
+    assert_eq!(
+        (seqs, reply["recovered"].as_bool()),
+        (vec![3, 4, 5], Some(true))
+    );
+    let mut reader = b.connect("reader").await;
+    let (seqs, reply) = resume(&mut reader, "short", 1, &epoch).await;
+    assert_eq!(
+        (seqs.len(), reply["recovered"].as_bool()),
+        (0, Some(false)),
+        "seq 2 fell out of a 3-message history"
+    );
+    let (seqs, reply) = resume(&mut reader, "short", 4, "another-epoch").await;
+    assert_eq!((seqs.len(), reply["recovered"].as_bool()), (0, Some(false)));
+
+    // Past the history TTL (1 s) nothing is served, whatever the stream still holds.
+    let deadline = std::time::Instant::now() + SOON;
+    loop {
+        let mut late = b.connect("late").await;
+        let (seqs, reply) = resume(&mut late, "short", 4, &epoch).await;
+        if reply["recovered"] == false {
+            assert!(seqs.is_empty());
+            assert_eq!(reply["seq"], 5, "the position outlives the history");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "history never aged out"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}

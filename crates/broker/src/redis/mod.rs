@@ -137,11 +137,11 @@ fn room_key(room_id: &str, part: &str) -> String {
 }
 
 fn room_channel(room_id: &str) -> String {
-    room_key(room_id, "c")
+    room_key(room_id, "events")
 }
 
 fn room_of_channel(channel: &str) -> Option<&str> {
-    channel.strip_prefix("sy:{")?.strip_suffix("}:c")
+    channel.strip_prefix("sy:{")?.strip_suffix("}:events")
 }
 
 fn user_channel(user_id: &str) -> String {
@@ -152,7 +152,7 @@ fn user_channel(user_id: &str) -> String {
 fn dedupe_key(room_id: &str, user_id: &str, temp_id: &Ref) -> String {
     room_key(
         room_id,
-        &format!("t:{}:{user_id}{}", user_id.len(), temp_id_key(temp_id)),
+        &format!("tempid:{}:{user_id}{}", user_id.len(), temp_id_key(temp_id)),
     )
 }
 
@@ -380,7 +380,7 @@ impl Inner {
         epoch: Option<&str>,
         limit: usize,
     ) -> Result<HistoryPage, BrokerError> {
-        let keys = vec![room_key(room_id, "meta"), room_key(room_id, "log")];
+        let keys = vec![room_key(room_id, "meta"), room_key(room_id, "history")];
         let since = since_seq.map_or(-1, |s| s.min(i64::MAX as u64) as i64);
         let args: Vec<Value> = vec![
             new_epoch().to_string().into(),
@@ -484,9 +484,11 @@ impl Broker for RedisBroker {
         let message = draft.into_message(room_id, id.clone(), 0, 0);
         let keys = vec![
             room_key(room_id, "meta"),
-            room_key(room_id, "log"),
+            room_key(room_id, "history"),
             room_channel(room_id),
-            dedupe.clone().unwrap_or_else(|| room_key(room_id, "t")),
+            dedupe
+                .clone()
+                .unwrap_or_else(|| room_key(room_id, "tempid")),
         ];
         let args: Vec<Value> = vec![
             new_epoch().to_string().into(),
@@ -643,7 +645,7 @@ mod tests {
         let room = "doc:42.a@b";
         for key in [
             room_key(room, "meta"),
-            room_key(room, "log"),
+            room_key(room, "history"),
             room_channel(room),
             dedupe_key(room, "u{1}", &Ref::Str("t".into())),
         ] {

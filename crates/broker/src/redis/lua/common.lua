@@ -11,7 +11,7 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- A room's history: KEYS meta (hash: epoch, seq) and log (stream). A room without meta has
+-- A room's history: meta (hash: epoch, seq) and history (stream, ids "<seq>-0"). A room without meta has
 -- lost its history (new room, expired, or Redis restarted empty): it starts a new epoch.
 local function room_epoch(meta, log, new_epoch, meta_ttl_s)
   local epoch = redis.call('HGET', meta, 'epoch')
