@@ -31,6 +31,7 @@ pub(super) async fn run(
     inner: Weak<Inner>,
     mut messages: Receiver<Message>,
     mut reconnects: Receiver<Server>,
+    mut errors: Receiver<(fred::error::Error, Option<Server>)>,
 ) {
     // Subscribe what the node holds once pub/sub is up, and again after every reconnect.
     let mut resync = true;
@@ -51,17 +52,41 @@ pub(super) async fn run(
             },
             reconnected = reconnects.recv() => match reconnected {
                 Ok(_) | Err(RecvError::Lagged(_)) => {
-                    metrics::counter!("switchyard_broker_reconnects_total").increment(1);
+                    // fred announces the first connection too: count only the ones after it.
+                    let Some(inner) = inner.upgrade() else { return };
+                    if inner.canary_seen_ms.swap(0, std::sync::atomic::Ordering::Relaxed) > 0 {
+                        metrics::counter!("switchyard_broker_reconnects_total").increment(1);
+                    }
                     resync = true;
                 }
                 Err(RecvError::Closed) => return,
             },
+            error = errors.recv() => match error {
+                Ok((e, _)) => {
+                    // The pub/sub connection broke: not ready until it is back, subscribed
+                    // again and the canary has made the round trip.
+                    let Some(inner) = inner.upgrade() else { return };
+                    inner.canary_seen_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+                    metrics::counter!("switchyard_broker_connection_errors_total").increment(1);
+                    tracing::warn!(error = %e, "Redis pub/sub connection error; reconnecting");
+                    resync = true;
+                }
+                Err(RecvError::Lagged(_)) => resync = true,
+                Err(RecvError::Closed) => return,
+            },
             _ = retry.tick() => {
                 let Some(inner) = inner.upgrade() else { return };
+                if !inner.subscriber.is_connected() {
+                    inner.canary_seen_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+                }
                 if inner.channels.resync_wanted.swap(false, std::sync::atomic::Ordering::Relaxed) {
                     resync = true;
                 }
-                if !resync || !inner.subscriber.is_connected() {
+                if !resync {
+                    inner.retry_behind().await;
+                    continue;
+                }
+                if !inner.subscriber.is_connected() {
                     continue;
                 }
                 match inner.channels.resubscribe().await {
@@ -212,7 +237,11 @@ impl Inner {
                     missing_to = seq - 1,
                     "seq gap on the pub/sub path; filling it from the history stream"
                 );
-                self.catch_up(room_id).await;
+                if !self.catch_up(room_id).await {
+                    // The live message is in the stream too: the retry delivers it in order.
+                    self.behind(room_id);
+                    return;
+                }
                 let epoch = {
                     let mut rooms = lock(&self.rooms);
                     match rooms.get_mut(room_id) {
@@ -244,8 +273,8 @@ impl Inner {
 
     /// Delivers, in order, what the room's history holds past what the node delivered. When
     /// the room's epoch changed (its history was lost), the new epoch is delivered from its
-    /// start.
-    async fn catch_up(&self, room_id: &str) {
+    /// start. Returns false when the history could not be read (the room stays behind).
+    async fn catch_up(&self, room_id: &str) -> bool {
         for _ in 0..2 {
             let (since, epoch) = {
                 let rooms = lock(&self.rooms);
@@ -255,7 +284,7 @@ impl Inner {
                         epoch: Some(epoch),
                         ..
                     }) => (*seq, epoch.clone()),
-                    _ => return,
+                    _ => return true,
                 }
             };
             let page = match self
@@ -264,8 +293,8 @@ impl Inner {
             {
                 Ok(page) => page,
                 Err(e) => {
-                    tracing::warn!(room = room_id, error = %e, "could not read the history to fill a gap");
-                    return;
+                    tracing::warn!(room = room_id, error = %e, "could not read the history to fill a gap; retrying");
+                    return false;
                 }
             };
             if page.epoch != epoch {
@@ -279,7 +308,7 @@ impl Inner {
                         track.epoch = Some(page.epoch.clone());
                         track.seq = Some(0);
                     }
-                    _ => return,
+                    _ => return true,
                 }
                 continue;
             }
@@ -314,8 +343,14 @@ impl Inner {
                     self.deliver(room_id, seq, epoch.clone(), frame);
                 }
             }
-            return;
+            return true;
         }
+        true
+    }
+
+    /// Remembers a room that could not be caught up; the receive task retries it.
+    fn behind(&self, room_id: &str) {
+        lock(&self.behind).insert(Arc::from(room_id));
     }
 
     /// Catches every tracked room up; returns how many there were.
@@ -325,10 +360,32 @@ impl Inner {
             .filter(|(_, t)| t.seq.is_some())
             .map(|(room, _)| room.clone())
             .collect();
-        for chunk in rooms.chunks(CATCH_UP_CONCURRENCY) {
-            futures_util::future::join_all(chunk.iter().map(|room| self.catch_up(room))).await;
-        }
+        self.catch_up_rooms(&rooms).await;
         rooms.len()
+    }
+
+    /// Catches rooms up, a few at a time; those that fail stay behind for the next try.
+    async fn catch_up_rooms(&self, rooms: &[Arc<str>]) {
+        for chunk in rooms.chunks(CATCH_UP_CONCURRENCY) {
+            let done =
+                futures_util::future::join_all(chunk.iter().map(|room| self.catch_up(room))).await;
+            for (room, ok) in chunk.iter().zip(done) {
+                if !ok {
+                    self.behind(room);
+                }
+            }
+        }
+    }
+
+    /// Retries the rooms left behind, once Redis answers.
+    async fn retry_behind(&self) {
+        if !self.client.is_connected() {
+            return;
+        }
+        let rooms: Vec<Arc<str>> = lock(&self.behind).drain().collect();
+        if !rooms.is_empty() {
+            self.catch_up_rooms(&rooms).await;
+        }
     }
 }
 

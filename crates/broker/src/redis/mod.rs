@@ -33,7 +33,7 @@ use fred::prelude::{
 };
 use fred::types::config::UnresponsiveConfig;
 use fred::types::scripts::Script;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,6 +63,11 @@ pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// A connection that leaves a command unanswered this long is closed and reconnected.
 pub const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(5);
+/// Volatile events waiting to be published by a node; past it a new one is dropped (counted in
+/// `switchyard_broker_volatile_unsent_total`), as volatile events may be.
+pub const VOLATILE_QUEUE: usize = 16_384;
+/// Most volatile events sent in one pipeline.
+const VOLATILE_BATCH: usize = 256;
 /// A room's seq and epoch outlive its last message by at least this long.
 pub const ROOM_META_TTL: Duration = Duration::from_secs(86_400);
 
@@ -102,8 +107,13 @@ pub(crate) struct Inner {
     instance: String,
     canary_channel: String,
     channels: Channels,
+    /// Volatile events on their way to Redis: (channel, envelope), sent in order, pipelined.
+    volatile: tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
     /// Rooms with local subscribers: how far each has been delivered.
     rooms: Mutex<HashMap<Arc<str>, Track>>,
+    /// Rooms whose gap could not be filled yet (Redis did not answer): retried by the
+    /// receive task. At most one entry per tracked room.
+    behind: Mutex<HashSet<Arc<str>>>,
     presence: LocalPresence,
     scripts: Scripts,
     started: Instant,
@@ -242,6 +252,7 @@ impl RedisBroker {
         let canary_channel = format!("sy:canary:{instance}");
         let channels = Channels::new(subscriber.clone());
         channels.hold(&canary_channel);
+        let (volatile, volatile_rx) = tokio::sync::mpsc::channel(VOLATILE_QUEUE);
         let inner = Arc::new(Inner {
             presence: LocalPresence::new(config.presence_ttl),
             config,
@@ -254,7 +265,9 @@ impl RedisBroker {
             instance,
             canary_channel,
             channels,
+            volatile,
             rooms: Mutex::default(),
+            behind: Mutex::default(),
             scripts: Scripts {
                 publish: lua!("lua/publish.lua"),
                 history: lua!("lua/history.lua"),
@@ -268,6 +281,7 @@ impl RedisBroker {
         // Subscribe to the receive path before connecting: nothing published is missed.
         let messages = inner.subscriber.message_rx();
         let reconnects = inner.subscriber.reconnect_rx();
+        let subscriber_errors = inner.subscriber.error_rx();
         let errors = inner.client.error_rx();
         let mut tasks = vec![
             spawn_connection(&inner.client),
@@ -277,8 +291,13 @@ impl RedisBroker {
             Arc::downgrade(&inner),
             messages,
             reconnects,
+            subscriber_errors,
         )));
         tasks.push(tokio::spawn(dispatch::canary(Arc::downgrade(&inner))));
+        tasks.push(tokio::spawn(send_volatile(
+            Arc::downgrade(&inner),
+            volatile_rx,
+        )));
         tasks.push(tokio::spawn(presence::heartbeat(Arc::downgrade(&inner))));
         tasks.push(tokio::spawn(log_errors(errors)));
         Ok(RedisBroker { inner, tasks })
@@ -297,6 +316,32 @@ fn spawn_connection(client: &impl ClientLike) -> JoinHandle<()> {
             tracing::error!(error = %e, "the Redis connection task ended");
         }
     })
+}
+
+/// Publishes volatile events in the order they came, as many per pipeline as are waiting: one
+/// round trip per batch, and the connection that sent them never waits for Redis.
+async fn send_volatile(
+    inner: std::sync::Weak<Inner>,
+    mut queue: tokio::sync::mpsc::Receiver<(String, Vec<u8>)>,
+) {
+    let mut batch = Vec::with_capacity(VOLATILE_BATCH);
+    while queue.recv_many(&mut batch, VOLATILE_BATCH).await > 0 {
+        let Some(inner) = inner.upgrade() else { return };
+        let pipeline = inner.client.pipeline();
+        for (channel, payload) in batch.drain(..) {
+            let _: Result<(), _> = pipeline.spublish(channel, payload).await;
+        }
+        let failed = pipeline
+            .try_all::<Value>()
+            .await
+            .iter()
+            .filter(|r| r.is_err())
+            .count();
+        if failed > 0 {
+            metrics::counter!("switchyard_broker_volatile_unsent_total").increment(failed as u64);
+            tracing::debug!(failed, "volatile events reached this node only");
+        }
+    }
 }
 
 async fn log_errors(
@@ -544,9 +589,13 @@ impl Broker for RedisBroker {
             exclude_user,
         };
         inner.sink.room_event(room_id, &event);
-        if let Err(e) = inner.spublish(room_channel(room_id), payload).await {
+        let queued = inner.client.is_connected()
+            && inner
+                .volatile
+                .try_send((room_channel(room_id), payload))
+                .is_ok();
+        if !queued {
             metrics::counter!("switchyard_broker_volatile_unsent_total").increment(1);
-            tracing::debug!(room = room_id, error = %e, "volatile event reached this node only");
         }
         Ok(())
     }
@@ -631,6 +680,7 @@ impl Inner {
             track.refs = track.refs.saturating_sub(1);
             if track.refs == 0 {
                 rooms.remove(room_id);
+                lock(&self.behind).remove(room_id);
             }
         }
     }

@@ -24,6 +24,14 @@ pub struct Node {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<()>,
+    /// The node's own Redis, when the suite runs on the Redis broker.
+    redis: Option<redis::Redis>,
+}
+
+/// `SWITCHYARD_TEST_BROKER=redis` runs the single-node suites on the Redis broker: each node
+/// gets its own `redis-server`, so the same tests hold for both brokers.
+fn suite_on_redis() -> bool {
+    std::env::var("SWITCHYARD_TEST_BROKER").as_deref() == Ok("redis")
 }
 
 impl Node {
@@ -36,6 +44,12 @@ impl Node {
             ("SWITCHYARD_NODE_ID", "test-node"),
             ("SWITCHYARD_DRAIN_MS", "100"),
         ];
+        let own_redis = (suite_on_redis() && !env.iter().any(|(k, _)| *k == "SWITCHYARD_BROKER"))
+            .then(redis::Redis::start);
+        let redis_url = own_redis.as_ref().map(redis::Redis::url);
+        if let Some(url) = &redis_url {
+            pairs.push(("SWITCHYARD_BROKER", url));
+        }
         pairs.extend_from_slice(env);
         let config = Config::from_env(pairs).expect("valid test config");
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
@@ -47,11 +61,16 @@ impl Node {
                 .await
                 .expect("node runs");
         });
-        Node {
+        let node = Node {
             addr,
             shutdown,
             task,
+            redis: own_redis,
+        };
+        if node.redis.is_some() {
+            node.wait_ready().await;
         }
+        node
     }
 
     pub fn ws_url(&self) -> String {
