@@ -178,7 +178,9 @@ pub(crate) fn redis_error(e: fred::error::Error) -> BrokerError {
         "BUSY",
     ]
     .iter()
-    .any(|p| details.starts_with(p));
+    .any(|p| details.starts_with(p))
+        // fred, with `fail_fast`, when the connection just dropped.
+        || details.contains("Failed to route");
     match e.kind() {
         ErrorKind::IO
         | ErrorKind::Timeout
@@ -407,13 +409,21 @@ impl Inner {
                 self.client
                     .script_load_cluster::<Value, _>(lua)
                     .await
-                    .map_err(redis_error)?;
+                    .map_err(|e| self.classify(e))?;
                 client
                     .evalsha(script.sha1().clone(), keys, args)
                     .await
-                    .map_err(redis_error)
+                    .map_err(|e| self.classify(e))
             }
-            result => result.map_err(redis_error),
+            result => result.map_err(|e| self.classify(e)),
+        }
+    }
+
+    /// A failure while the connection is down is `unavailable`, whatever fred calls it.
+    fn classify(&self, e: fred::error::Error) -> BrokerError {
+        match redis_error(e) {
+            BrokerError::Internal(m) if !self.client.is_connected() => BrokerError::Unavailable(m),
+            other => other,
         }
     }
 
@@ -500,7 +510,7 @@ impl Inner {
             .spublish::<Value, _, _>(channel, payload)
             .await
             .map(|_| ())
-            .map_err(redis_error)
+            .map_err(|e| self.classify(e))
     }
 
     fn is_ready(&self) -> bool {
