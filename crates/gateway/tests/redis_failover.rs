@@ -39,6 +39,7 @@ async fn a_node_killed_without_a_word_leaves_presence_within_the_ttl() {
         .await
         .unwrap();
     let took = killed.elapsed();
+    eprintln!("presence:leave {took:?} after kill -9 (presence TTL 3 s)");
     assert_eq!(left["userId"], "carol");
     assert!(
         took <= Duration::from_secs(3) + Duration::from_secs(2),
