@@ -60,13 +60,17 @@ settings! {
 }
 
 /// Where the node's rooms are brokered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum BrokerUrl {
     Memory,
     /// `redis://[user:password@]host:port[/db]`
     Redis(String),
-    /// Seed nodes of a Redis Cluster.
-    RedisCluster(Vec<(String, u16)>),
+    /// Seed nodes of a Redis Cluster, and the credentials every node takes.
+    RedisCluster {
+        seeds: Vec<(String, u16)>,
+        username: Option<String>,
+        password: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,8 +402,19 @@ fn parse_broker(raw: &str) -> Result<BrokerUrl, ConfigError> {
     if raw.starts_with("redis://") {
         return Ok(BrokerUrl::Redis(raw.to_owned()));
     }
-    if let Some(hosts) = raw.strip_prefix("redis-cluster://") {
-        let expected = "expected redis-cluster://host:port,host:port,...";
+    if let Some(rest) = raw.strip_prefix("redis-cluster://") {
+        let expected = "expected redis-cluster://[user:password@]host:port,host:port,...";
+        let (userinfo, hosts) = match rest.rsplit_once('@') {
+            Some((userinfo, hosts)) => (Some(userinfo), hosts),
+            None => (None, rest),
+        };
+        let (username, password) = match userinfo.map(|u| u.split_once(':').unwrap_or((u, ""))) {
+            Some((user, password)) => (
+                (!user.is_empty()).then(|| user.to_owned()),
+                (!password.is_empty()).then(|| password.to_owned()),
+            ),
+            None => (None, None),
+        };
         let mut seeds = Vec::new();
         for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
             let (name, port) = host
@@ -416,13 +431,24 @@ fn parse_broker(raw: &str) -> Result<BrokerUrl, ConfigError> {
         if seeds.is_empty() {
             return Err(invalid("SWITCHYARD_BROKER", raw, expected));
         }
-        return Ok(BrokerUrl::RedisCluster(seeds));
+        return Ok(BrokerUrl::RedisCluster {
+            seeds,
+            username,
+            password,
+        });
     }
     Err(invalid(
         "SWITCHYARD_BROKER",
         raw,
         "expected memory, redis://host:port or redis-cluster://host:port,...",
     ))
+}
+
+impl std::fmt::Debug for BrokerUrl {
+    /// As [`Display`](std::fmt::Display): never a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
 }
 
 impl std::fmt::Display for BrokerUrl {
@@ -434,8 +460,15 @@ impl std::fmt::Display for BrokerUrl {
                 Some((_, host)) => write!(f, "redis://***@{host}"),
                 None => f.write_str(url),
             },
-            BrokerUrl::RedisCluster(seeds) => {
+            BrokerUrl::RedisCluster {
+                seeds,
+                username,
+                password,
+            } => {
                 f.write_str("redis-cluster://")?;
+                if username.is_some() || password.is_some() {
+                    f.write_str("***@")?;
+                }
                 for (i, (host, port)) in seeds.iter().enumerate() {
                     let comma = if i > 0 { "," } else { "" };
                     if host.contains(':') {
@@ -551,12 +584,27 @@ mod tests {
         let cluster = broker("redis-cluster://r1:7000, r2:7001,[::1]:7002").unwrap();
         assert_eq!(
             cluster,
-            BrokerUrl::RedisCluster(vec![
-                ("r1".into(), 7000),
-                ("r2".into(), 7001),
-                ("::1".into(), 7002)
-            ])
+            BrokerUrl::RedisCluster {
+                seeds: vec![
+                    ("r1".into(), 7000),
+                    ("r2".into(), 7001),
+                    ("::1".into(), 7002)
+                ],
+                username: None,
+                password: None,
+            }
         );
+        let secured = broker("redis-cluster://:s3cret@r1:7000").unwrap();
+        assert_eq!(
+            secured,
+            BrokerUrl::RedisCluster {
+                seeds: vec![("r1".into(), 7000)],
+                username: None,
+                password: Some("s3cret".into()),
+            }
+        );
+        assert_eq!(secured.to_string(), "redis-cluster://***@r1:7000");
+        assert!(!format!("{secured:?}").contains("s3cret"));
         assert_eq!(
             cluster.to_string(),
             "redis-cluster://r1:7000,r2:7001,[::1]:7002"

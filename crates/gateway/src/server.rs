@@ -79,8 +79,17 @@ pub fn build(config: Config) -> Result<Arc<App>, StartError> {
             hub.clone(),
         )),
         BrokerUrl::Redis(url) => redis_broker(&config, RedisServer::Standalone(url.clone()), &hub)?,
-        BrokerUrl::RedisCluster(seeds) => {
-            redis_broker(&config, RedisServer::Cluster(seeds.clone()), &hub)?
+        BrokerUrl::RedisCluster {
+            seeds,
+            username,
+            password,
+        } => {
+            let server = RedisServer::Cluster {
+                seeds: seeds.clone(),
+                username: username.clone(),
+                password: password.clone(),
+            };
+            redis_broker(&config, server, &hub)?
         }
     };
     let auth = Authenticator::from_config(&config).map_err(StartError::Config)?;

@@ -402,3 +402,27 @@ async fn the_history_stream_is_bounded_by_count_and_age() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_protected_redis() {
+    let redis = Redis::start_with(&["--requirepass", "s3cret"]);
+    let good = format!("redis://:s3cret@{}", redis.addr());
+    let node = Node::start(&[("SWITCHYARD_BROKER", &good)]).await;
+    node.wait_ready().await;
+    let mut alice = node.connect("alice").await;
+    join(&mut alice, "private").await;
+    assert_eq!(say(&mut alice, "private", "t", "hi").await["success"], true);
+    node.stop().await;
+
+    // A wrong password: the node runs but is not ready, and says nothing is published.
+    let bad = format!("redis://:wrong@{}", redis.addr());
+    let node = Node::start(&[("SWITCHYARD_BROKER", &bad)]).await;
+    let mut bob = node.connect("bob").await;
+    bob.send(json!({"type": "join-room", "roomId": "private"}))
+        .await
+        .unwrap();
+    let refused = bob.recv_type("error", SOON).await.unwrap();
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    wait_status(&node.http("/readyz"), 503, SOON).await;
+    node.stop().await;
+}

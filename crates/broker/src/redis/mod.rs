@@ -72,15 +72,20 @@ const VOLATILE_BATCH: usize = 256;
 pub const ROOM_META_TTL: Duration = Duration::from_secs(86_400);
 
 /// Where Redis is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisServer {
     /// `redis://[user:password@]host:port[/db]`
     Standalone(String),
-    /// Seed nodes of a Redis Cluster; the others are discovered.
-    Cluster(Vec<(String, u16)>),
+    /// Seed nodes of a Redis Cluster (the others are discovered), with the credentials every
+    /// node takes.
+    Cluster {
+        seeds: Vec<(String, u16)>,
+        username: Option<String>,
+        password: Option<String>,
+    },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisConfig {
     pub server: RedisServer,
     /// This node's name (logs, the canary channel).
@@ -204,8 +209,14 @@ impl RedisBroker {
         let mut fred_config = match &config.server {
             RedisServer::Standalone(url) => Config::from_url(url)
                 .map_err(|e| BrokerError::Internal(format!("bad Redis URL {url}: {e}")))?,
-            RedisServer::Cluster(hosts) => Config {
-                server: ServerConfig::new_clustered(hosts.clone()),
+            RedisServer::Cluster {
+                seeds,
+                username,
+                password,
+            } => Config {
+                server: ServerConfig::new_clustered(seeds.clone()),
+                username: username.clone(),
+                password: password.clone(),
                 ..Config::default()
             },
         };
