@@ -25,7 +25,11 @@ pub const DEFAULT_HISTORY_TTL_S: u64 = 600;
 /// How long a `tempId` is remembered, so a retry is not delivered twice.
 pub const IDEMPOTENCY_TTL_S: u64 = 300;
 
-/// A broker failure. Nothing was published when a publish returns an error.
+/// A broker failure. A publish that fails was not delivered by this call, with one exception:
+/// when the broker stops answering after it received the message (a timeout, a dropped
+/// connection), the message may still be published. A retry with the same `tempId` is then
+/// answered with the first publish's place, so nothing is delivered twice; a publish without a
+/// `tempId` (the HTTP API) may be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
     /// The broker cannot be reached (answer `unavailable`).

@@ -437,7 +437,9 @@ impl Session {
                 .map_err(broker_rejection)?;
             self.conn.begin_sync(&room);
             app.hub.subscribe(&room, &self.conn);
-        } else {
+        } else if since_seq.is_some() {
+            // A resume of a room the connection is already in: hold live events back as for a
+            // first join. Without `sinceSeq` nothing is replayed and events keep flowing.
             self.conn.begin_sync(&room);
         }
         // Read the history (and the room's position) after subscribing: whatever is published
@@ -482,6 +484,12 @@ impl Session {
                 }
                 Err(e) => {
                     self.conn.end_sync(&room, Some(page.seq));
+                    if !already {
+                        // The join failed as a whole: no half-joined subscription is left.
+                        self.rooms.remove(&room);
+                        app.hub.unsubscribe(&room, &self.conn);
+                        app.broker.unsubscribe_room(&room).await;
+                    }
                     return Err(broker_rejection(e));
                 }
             }

@@ -95,6 +95,13 @@ impl ConnHandle {
         if self.syncing_count.load(Ordering::Acquire) > 0 {
             let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(buffer) = syncing.get_mut(room_id) {
+                // Held back while a join or publish waits for the broker: bounded like the
+                // queue, with the same policy at the bound.
+                if buffer.len() >= self.queue.max() {
+                    drop(syncing);
+                    self.close_slow_consumer();
+                    return;
+                }
                 buffer.push(event.clone());
                 return;
             }

@@ -93,6 +93,11 @@ pub struct OutboundQueue {
 }
 
 impl OutboundQueue {
+    /// The bound, in messages.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     pub fn new(max: usize, depth: Arc<AtomicI64>) -> Self {
         OutboundQueue {
             state: Mutex::default(),

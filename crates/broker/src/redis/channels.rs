@@ -8,11 +8,15 @@
 use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, PubsubInterface};
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::redis_error;
 use crate::{lock, BrokerError};
+
+/// Slot groups subscribed at once after a reconnect.
+const RESUBSCRIBE_CONCURRENCY: usize = 64;
 
 pub(crate) struct Channels {
     subscriber: SubscriberClient,
@@ -52,12 +56,22 @@ impl Channels {
         lock(&self.table).insert(Arc::from(name), channel);
     }
 
-    /// Takes a reference; subscribes when it is the first. Returns whether it was.
+    /// Takes a reference; subscribes when it is the first, then runs `on_first` under the
+    /// channel's lock (so later subscribers find what it set up). Returns whether it was first.
     ///
     /// When subscribing fails, `hold` says what happens to the reference: kept (the channel is
     /// subscribed by the next [`resubscribe`](Self::resubscribe), and the caller still releases
-    /// it) or dropped (the caller must not release it).
-    pub(crate) async fn acquire(&self, name: &str, hold: bool) -> Result<bool, BrokerError> {
+    /// it) or dropped (the caller must not release it). A failing `on_first` drops it.
+    pub(crate) async fn acquire<F, Fut>(
+        &self,
+        name: &str,
+        hold: bool,
+        on_first: F,
+    ) -> Result<bool, BrokerError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(), BrokerError>>,
+    {
         loop {
             let channel = lock(&self.table)
                 .entry(Arc::from(name))
@@ -88,13 +102,21 @@ impl Channels {
                 }
                 state.subscribed = true;
             }
+            if first {
+                if let Err(e) = on_first().await {
+                    self.leave(name, &mut state).await;
+                    self.remove(name, &channel);
+                    return Err(e);
+                }
+            }
             state.count += 1;
             return Ok(first);
         }
     }
 
-    /// Drops a reference; leaves the channel when it was the last. Returns whether it was.
-    pub(crate) async fn release(&self, name: &str) -> bool {
+    /// Drops a reference; leaves the channel when it was the last, then runs `on_last` under
+    /// the channel's lock. Returns whether it was the last.
+    pub(crate) async fn release(&self, name: &str, on_last: impl FnOnce()) -> bool {
         let Some(channel) = lock(&self.table).get(name).cloned() else {
             return false;
         };
@@ -106,6 +128,13 @@ impl Channels {
         if state.count > 0 {
             return false;
         }
+        self.leave(name, &mut state).await;
+        on_last();
+        self.remove(name, &channel);
+        true
+    }
+
+    async fn leave(&self, name: &str, state: &mut State) {
         if state.subscribed && self.subscriber.is_connected() {
             if let Err(e) = self.subscriber.sunsubscribe(name).await {
                 tracing::debug!(channel = name, error = %e, "SUNSUBSCRIBE failed");
@@ -113,8 +142,6 @@ impl Channels {
         }
         state.subscribed = false;
         state.removed = true;
-        self.remove(name, &channel);
-        true
     }
 
     fn remove(&self, name: &str, channel: &Arc<Channel>) {
@@ -124,34 +151,51 @@ impl Channels {
         }
     }
 
-    /// Subscribes every referenced channel again (after a reconnect, the server has none),
-    /// in groups by hash slot so each group goes to one shard of a cluster.
+    /// Subscribes every referenced channel again (after a reconnect, the server has none).
+    /// `SSUBSCRIBE` takes channels of one hash slot at a time: the groups go out together, and
+    /// one failing group (a shard down) does not stop the others. Returns how many channels
+    /// are subscribed, or the first error (the caller tries again).
     pub(crate) async fn resubscribe(&self) -> Result<usize, BrokerError> {
         let channels: Vec<(Arc<str>, Arc<Channel>)> = lock(&self.table)
             .iter()
             .map(|(name, channel)| (name.clone(), channel.clone()))
             .collect();
-        let mut names = Vec::with_capacity(channels.len());
+        let mut groups: BTreeMap<u16, Vec<String>> = BTreeMap::new();
         for (name, channel) in &channels {
             let mut state = channel.state.lock().await;
             if state.count > 0 && !state.removed {
                 state.subscribed = true;
-                names.push(name.to_string());
+                let slot = fred::util::redis_keyslot(name.as_bytes());
+                groups.entry(slot).or_default().push(name.to_string());
             }
         }
-        let count = names.len();
-        let mut groups: BTreeMap<u16, Vec<String>> = BTreeMap::new();
-        for name in names {
-            let slot = fred::util::redis_keyslot(name.as_bytes());
-            groups.entry(slot).or_default().push(name);
+        let mut subscribed = 0;
+        let mut failure = None;
+        let groups: Vec<Vec<String>> = groups.into_values().collect();
+        for batch in groups.chunks(RESUBSCRIBE_CONCURRENCY) {
+            let results = futures_util::future::join_all(
+                batch
+                    .iter()
+                    .map(|group| self.subscriber.ssubscribe(group.clone())),
+            )
+            .await;
+            for (group, result) in batch.iter().zip(results) {
+                match result {
+                    Ok(()) => subscribed += group.len(),
+                    Err(e) => failure = Some(redis_error(e)),
+                }
+            }
         }
-        for (_, group) in groups {
-            self.subscriber
-                .ssubscribe(group)
-                .await
-                .map_err(redis_error)?;
+        // A channel released while its group was on the way: leave it again.
+        for (name, _) in &channels {
+            if !lock(&self.table).contains_key(name) {
+                let _ = self.subscriber.sunsubscribe(name.to_string()).await;
+            }
         }
-        Ok(count)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(subscribed),
+        }
     }
 
     /// Number of channels the node holds (for tests and metrics).

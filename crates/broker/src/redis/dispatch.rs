@@ -110,7 +110,8 @@ pub(super) async fn run(
 enum Next {
     Deliver(Arc<str>),
     Duplicate,
-    Gap(u64),
+    /// Read the stream first (the reason is for the log).
+    CatchUp(&'static str),
 }
 
 impl Inner {
@@ -199,29 +200,15 @@ impl Inner {
                         track.seq = Some(seq);
                         Next::Deliver(known.clone())
                     } else {
-                        Next::Gap(last)
+                        Next::CatchUp("seq gap")
                     }
                 }
-                // The first message since the room was subscribed.
-                (None, _) | (_, None) => {
-                    let epoch: Arc<str> = Arc::from(epoch);
-                    track.epoch = Some(epoch.clone());
-                    track.seq = Some(seq);
-                    Next::Deliver(epoch)
-                }
-                // A new epoch: the history was lost (Redis restarted empty). The new epoch is
-                // delivered from its first message (the hub sends `room-reset` before it).
-                (Some(_), Some(_)) => {
-                    let epoch: Arc<str> = Arc::from(epoch);
-                    track.epoch = Some(epoch.clone());
-                    if seq == 1 {
-                        track.seq = Some(1);
-                        Next::Deliver(epoch)
-                    } else {
-                        track.seq = Some(0);
-                        Next::Gap(0)
-                    }
-                }
+                // Another epoch: the room's history was lost (Redis restarted empty), or this
+                // is a leftover of the old one. Only Redis knows which: ask it.
+                (Some(_), Some(_)) => Next::CatchUp("epoch change"),
+                // The room's first subscriber is still reading its position: the stream has
+                // this message, the catch-up after it delivers it.
+                _ => Next::CatchUp("not tracking yet"),
             }
         };
         match next {
@@ -229,24 +216,27 @@ impl Inner {
                 self.deliver(room_id, seq, epoch, Arc::new(SharedFrame::new(message)))
             }
             Next::Duplicate => {}
-            Next::Gap(last) => {
-                metrics::counter!("switchyard_broker_seq_gaps_total").increment(1);
-                tracing::warn!(
-                    room = room_id,
-                    missing_from = last + 1,
-                    missing_to = seq - 1,
-                    "seq gap on the pub/sub path; filling it from the history stream"
-                );
+            Next::CatchUp(why) => {
+                if why == "seq gap" {
+                    metrics::counter!("switchyard_broker_seq_gaps_total").increment(1);
+                    tracing::warn!(
+                        room = room_id,
+                        seq,
+                        "seq gap on the pub/sub path; filling it from the history stream"
+                    );
+                }
                 if !self.catch_up(room_id).await {
-                    // The live message is in the stream too: the retry delivers it in order.
+                    // The message is in the stream: the retry delivers it in order.
                     self.behind(room_id);
                     return;
                 }
+                // Delivered by the catch-up, or live right after it; a message of another
+                // epoch than the room's current one is dropped.
                 let epoch = {
                     let mut rooms = lock(&self.rooms);
                     match rooms.get_mut(room_id) {
                         Some(track)
-                            if track.seq.is_some_and(|s| s < seq)
+                            if track.seq.is_some_and(|s| s + 1 == seq)
                                 && track.epoch.as_deref() == Some(epoch) =>
                         {
                             track.seq = Some(seq);
@@ -284,7 +274,10 @@ impl Inner {
                         epoch: Some(epoch),
                         ..
                     }) => (*seq, epoch.clone()),
-                    _ => return true,
+                    // Its first subscriber is still reading the position: try again later.
+                    Some(_) => return false,
+                    // No longer subscribed: nothing to do.
+                    None => return true,
                 }
             };
             let page = match self

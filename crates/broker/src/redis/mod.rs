@@ -181,6 +181,8 @@ pub(crate) fn redis_error(e: fred::error::Error) -> BrokerError {
         "MASTERDOWN",
         "READONLY",
         "BUSY",
+        // Redis is full (maxmemory): it takes nothing until it has room again.
+        "OOM",
     ]
     .iter()
     .any(|p| details.starts_with(p))
@@ -474,7 +476,6 @@ impl Inner {
             epoch: epoch_now.clone(),
             complete: true,
         };
-        self.init_track(room_id, seq, &epoch_now);
         let Some(since) = since_seq else {
             return Ok(page);
         };
@@ -498,16 +499,6 @@ impl Inner {
             }
         }
         Ok(page)
-    }
-
-    /// A room whose first subscriber just read its position starts tracking from there.
-    fn init_track(&self, room_id: &str, seq: u64, epoch: &Arc<str>) {
-        if let Some(track) = lock(&self.rooms).get_mut(room_id) {
-            if track.seq.is_none() {
-                track.seq = Some(seq);
-                track.epoch = Some(epoch.clone());
-            }
-        }
     }
 
     async fn spublish(&self, channel: String, payload: Vec<u8>) -> Result<(), BrokerError> {
@@ -647,7 +638,22 @@ impl Broker for RedisBroker {
             .entry(Arc::from(room_id))
             .or_default()
             .refs += 1;
-        let result = inner.channels.acquire(&room_channel(room_id), false).await;
+        // The first local subscriber: the node delivers the room from its position now (read
+        // after SSUBSCRIBE, so nothing falls between) and later subscribers find it set.
+        let start_tracking = || async {
+            let page = inner.read_history(room_id, None, None, 1).await?;
+            if let Some(track) = lock(&inner.rooms).get_mut(room_id) {
+                if track.seq.is_none() {
+                    track.seq = Some(page.seq);
+                    track.epoch = Some(page.epoch);
+                }
+            }
+            Ok(())
+        };
+        let result = inner
+            .channels
+            .acquire(&room_channel(room_id), false, start_tracking)
+            .await;
         if result.is_err() {
             inner.forget_room(room_id);
         }
@@ -656,20 +662,34 @@ impl Broker for RedisBroker {
 
     async fn unsubscribe_room(&self, room_id: &str) {
         let inner = &self.inner;
-        inner.channels.release(&room_channel(room_id)).await;
+        // The last local subscriber: what the node delivered no longer holds once it stops
+        // listening; the next first subscriber starts again from the room's position.
+        let stop_tracking = || {
+            if let Some(track) = lock(&inner.rooms).get_mut(room_id) {
+                track.seq = None;
+                track.epoch = None;
+            }
+        };
+        inner
+            .channels
+            .release(&room_channel(room_id), stop_tracking)
+            .await;
         inner.forget_room(room_id);
     }
 
     async fn subscribe_user(&self, user_id: &str) -> Result<(), BrokerError> {
         self.inner
             .channels
-            .acquire(&user_channel(user_id), true)
+            .acquire(&user_channel(user_id), true, || async { Ok(()) })
             .await
             .map(|_| ())
     }
 
     async fn unsubscribe_user(&self, user_id: &str) {
-        self.inner.channels.release(&user_channel(user_id)).await;
+        self.inner
+            .channels
+            .release(&user_channel(user_id), || {})
+            .await;
     }
 
     async fn presence_join(

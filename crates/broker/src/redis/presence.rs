@@ -35,6 +35,7 @@ type ConnEntries = HashMap<Arc<str>, Entry>;
 
 #[derive(Clone)]
 struct Entry {
+    connection_id: Arc<str>,
     /// `"<connection id> <user id>"` (connection ids have no spaces).
     entry: Bytes,
     user: Bytes,
@@ -104,6 +105,7 @@ pub(super) async fn join(
         member: member.clone(),
     };
     let entry = Entry {
+        connection_id: conn.connection_id.clone(),
         entry: entry_of(conn),
         user: Bytes::from(user.clone()),
         member: Bytes::from(serde_json::to_vec(&member).unwrap_or_default()),
@@ -214,6 +216,18 @@ pub(super) async fn heartbeat(inner: Weak<Inner>) {
                 async move {
                     if let Err(e) = inner.eval(&inner.scripts.presence, keys(room), args).await {
                         tracing::debug!(room = %room, error = %e, "presence heartbeat failed");
+                    }
+                    // A connection that left while its refresh was on the way was put back by
+                    // it: take it out again.
+                    for e in entries {
+                        let gone = lock(&inner.presence.rooms)
+                            .get(room)
+                            .is_none_or(|conns| !conns.contains_key(&e.connection_id));
+                        if gone {
+                            let mut args = inner.presence.args("leave");
+                            args.push(e.entry.clone().into());
+                            let _ = inner.eval(&inner.scripts.presence, keys(room), args).await;
+                        }
                     }
                 }
             });

@@ -10,10 +10,13 @@ if ARGV[6] ~= '0' then
   end
 end
 local epoch = room_epoch(KEYS[1], KEYS[2], ARGV[1], ARGV[5])
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+-- The seq is stored only once the entry is in the stream: a failed XADD (scripts do not roll
+-- back) uses up nothing.
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq')) + 1
 local ts = now_ms()
 local envelope = 'D' .. f(seq) .. f(epoch) .. f(ts) .. f(ARGV[2])
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-0', 't', ts, 'm', envelope)
+redis.call('HSET', KEYS[1], 'seq', seq)
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('SPUBLISH', KEYS[3], envelope)
 local place = seq .. ':' .. ts .. ':' .. ARGV[7]
