@@ -46,6 +46,7 @@ settings! {
     "SWITCHYARD_VOLATILE_RATE_BURST", "volatile-rate-burst", Some("120"), "burst of that budget";
     "SWITCHYARD_HANDSHAKE_PER_SEC", "handshake-per-sec", Some("100"), "WebSocket handshakes per client address (per second)";
     "SWITCHYARD_HANDSHAKE_BURST", "handshake-burst", Some("200"), "burst of that budget";
+    "SWITCHYARD_HANDSHAKE_TIMEOUT_MS", "handshake-timeout-ms", Some("10000"), "time a client has to send a whole HTTP request head; slower ones (slow loris) are dropped";
     "SWITCHYARD_HISTORY_SIZE", "history-size", Some("1000"), "durable messages kept per room for resume";
     "SWITCHYARD_HISTORY_TTL_S", "history-ttl-s", Some("600"), "how long durable messages are kept, in seconds";
     "SWITCHYARD_QUEUE_MAX", "queue-max", Some("1024"), "outbound queue bound per connection, in messages";
@@ -114,6 +115,8 @@ pub struct Config {
     pub presence_ttl: Duration,
     pub heartbeat: Duration,
     pub drain: Duration,
+    /// Time from a connection (or its previous response) to a complete request head.
+    pub handshake_timeout: Duration,
     pub log_format: LogFormat,
 }
 
@@ -374,6 +377,11 @@ impl Config {
             presence_ttl: Duration::from_secs(number("SWITCHYARD_PRESENCE_TTL_S", 1, 3_600)?),
             heartbeat: Duration::from_millis(number("SWITCHYARD_HEARTBEAT_MS", 100, 3_600_000)?),
             drain: Duration::from_millis(number("SWITCHYARD_DRAIN_MS", 0, 3_600_000)?),
+            handshake_timeout: Duration::from_millis(number(
+                "SWITCHYARD_HANDSHAKE_TIMEOUT_MS",
+                100,
+                600_000,
+            )?),
             log_format,
         })
     }

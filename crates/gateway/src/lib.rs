@@ -4,6 +4,7 @@
 //! - [`config`]: settings from the environment, flags and a config file.
 //! - [`auth`]: JWT verification and development tokens.
 //! - [`server`]: shared state, router, [`run`] and the drain on shutdown.
+//! - [`http_server`]: the accept loop (hyper, with a deadline for request heads).
 //! - [`http`]: the handshake, the backend HTTP API and the operations routes.
 //! - [`connection`]: one connection's reader and writer.
 //! - [`outbound`]: the bounded per-connection queue and its policy.
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod http_server;
 pub mod hub;
 pub mod metrics;
 pub mod outbound;

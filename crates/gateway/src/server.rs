@@ -6,7 +6,7 @@
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use switchyard_broker::{
 use crate::auth::Authenticator;
 use crate::config::{BrokerUrl, Config};
 use crate::hub::{close, Hub};
-use crate::{http, metrics};
+use crate::{http, http_server, metrics};
 
 /// After the drain period, connection tasks get this long to finish before `run` returns anyway.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -187,20 +187,19 @@ pub async fn serve(
     );
     let upkeep = tokio::spawn(upkeep(app.clone()));
     let http_stop = CancellationToken::new();
-    let server = axum::serve(
+    let server = tokio::spawn(http_server::serve(
         listener,
-        router(app.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(http_stop.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
+        router(app.clone()),
+        app.config.handshake_timeout,
+        http_stop.clone(),
+    ));
 
     shutdown.cancelled().await;
     drain(&app).await;
     http_stop.cancel();
     upkeep.abort();
-    match server.await {
-        Ok(result) => result?,
-        Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "HTTP server task failed");
     }
     tracing::info!(node = %app.config.node_id, "drained; bye");
     Ok(())

@@ -333,3 +333,76 @@ async fn connection_limit_gives_503() {
     assert_eq!(status, 503);
     node.stop().await;
 }
+
+/// Reads from `stream` until the server closes it; returns what it sent and how long it took.
+async fn until_closed(stream: &mut tokio::net::TcpStream) -> (String, std::time::Duration) {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(SOON, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the server kept a slow client for more than {SOON:?}"),
+        }
+    }
+    (
+        String::from_utf8_lossy(&got).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn slow_loris_clients_are_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let node = Node::start(&[("SWITCHYARD_HANDSHAKE_TIMEOUT_MS", "400")]).await;
+
+    // Connects and says nothing.
+    let mut silent = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let (_, took) = until_closed(&mut silent).await;
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "dropped after {took:?}"
+    );
+
+    // Dribbles a header line every 100 ms and never ends the head.
+    let mut dribbler = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    dribbler
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let dribbling = async {
+        for i in 0.. {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if dribbler
+                .write_all(format!("X-Slow-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return i;
+            }
+            if i > 100 {
+                panic!("the server kept reading a head for 10 s");
+            }
+        }
+        unreachable!()
+    };
+    let lines = dribbling.await;
+    assert!(lines < 20, "dropped after {lines} header lines");
+
+    // A normal client is not affected, and a keep-alive request gets its answer.
+    let mut client = node.connect("normal").await;
+    client
+        .send(json!({"type": "ping", "ref": 1}))
+        .await
+        .unwrap();
+    client.recv_type("pong", SOON).await.unwrap();
+    let mut http = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    http.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = until_closed(&mut http).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    node.stop().await;
+}
