@@ -6,6 +6,7 @@
 //! ([`write_batch`]), so batching never re-encodes anything.
 
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::Value;
 use std::sync::OnceLock;
 
@@ -52,13 +53,19 @@ pub enum FrameError {
 
 /// Decodes one inbound frame into its message values. `binary` says whether it arrived as a
 /// binary (MessagePack) or text (JSON) frame: clients may use either at any time.
+/// Deepest nesting of arrays and maps a frame may have: MessagePack is held to the same depth
+/// as JSON (serde_json's limit), so a frame of nested headers cannot exhaust the stack.
+pub const MAX_NESTING: usize = 128;
+
 pub fn decode_frame(
     payload: &[u8],
     binary: bool,
     max_batch: usize,
 ) -> Result<Vec<Value>, FrameError> {
     let value: Value = if binary {
-        rmp_serde::from_slice(payload)
+        let mut decoder = rmp_serde::Deserializer::from_read_ref(payload);
+        decoder.set_max_depth(MAX_NESTING);
+        Value::deserialize(&mut decoder)
             .map_err(|e| FrameError::Malformed(format!("invalid MessagePack: {e}")))?
     } else {
         serde_json::from_slice(payload)
@@ -219,6 +226,28 @@ mod tests {
             decode_frame(&[0xc1], true, 100),
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn nesting_is_bounded_in_both_encodings() {
+        let mut deep = vec![0x91u8; 60_000];
+        deep.push(0xc0);
+        assert!(matches!(
+            decode_frame(&deep, true, 100),
+            Err(FrameError::Malformed(_))
+        ));
+        let json = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(matches!(
+            decode_frame(json.as_bytes(), false, 100),
+            Err(FrameError::Malformed(_))
+        ));
+        // Within the bound, nesting is fine.
+        let mut ok = vec![0x91u8; MAX_NESTING - 2];
+        ok.push(0xc0);
+        let mut frame = vec![0x81, 0xa4];
+        frame.extend(b"data");
+        frame.extend(ok);
+        assert!(decode_frame(&frame, true, 100).is_ok());
     }
 
     #[test]
