@@ -10,9 +10,11 @@
 //!   encode-once-per-node cache used by the fan-out path.
 //! - [`limits`]: the size limits, with their defaults.
 //! - [`ids`]: room ids, `ref`/`tempId` values and room glob patterns.
+//! - [`fuzzing`]: the bodies of the fuzz targets (`fuzz/`, and the bounded run in CI).
 
 pub mod client;
 pub mod codec;
+pub mod fuzzing;
 pub mod ids;
 pub mod limits;
 pub mod server;
