@@ -39,6 +39,9 @@ use crate::server::App;
 pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
 /// After this many rate-limited messages in a row, the connection is closed with 1008.
 pub const ABUSE_STRIKES: u32 = 100;
+/// Invalid messages (undecodable frames, or messages that fail validation) in a row after
+/// which the connection is closed with 1008. Any valid message starts the count again.
+pub const INVALID_STRIKES: u32 = 100;
 /// How long the writer may take to flush the queue when closing.
 pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the reader waits for the peer's close reply after the server closed.
@@ -63,6 +66,8 @@ struct Session {
     rate: DefaultDirectRateLimiter,
     volatile_rate: DefaultDirectRateLimiter,
     strikes: u32,
+    /// Invalid messages in a row (see [`INVALID_STRIKES`]).
+    invalid_in_row: u32,
 }
 
 fn limiter(budget: RateBudget) -> DefaultDirectRateLimiter {
@@ -91,6 +96,7 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, identity: Identity, encodin
         identity,
         rooms: HashMap::new(),
         strikes: 0,
+        invalid_in_row: 0,
     };
     session.reply(&ServerMessage::Welcome {
         connection_id: id.to_string(),
@@ -217,6 +223,7 @@ impl Session {
                     FrameError::Malformed(_) | FrameError::EmptyBatch => ErrorCode::BadRequest,
                 };
                 self.reply(&ServerMessage::error(code, e.to_string(), None));
+                self.invalid();
                 return;
             }
         };
@@ -224,6 +231,7 @@ impl Session {
             let inbound = parse_message(value, &self.app.config.limits);
             match inbound.message {
                 Ok(message) => {
+                    self.invalid_in_row = 0;
                     metrics().message_in(message.type_name());
                     if let Err(rejection) = self.handle(message, inbound.reference.clone()).await {
                         self.reject(inbound.reference, rejection);
@@ -232,6 +240,7 @@ impl Session {
                 Err(rejection) => {
                     metrics().messages_in_invalid.increment(1);
                     self.reject(inbound.reference, rejection);
+                    self.invalid();
                 }
             }
             if self.conn.cancel.is_cancelled() {
@@ -623,6 +632,15 @@ impl Session {
             Err(e) => self.reject(reference, refused(broker_rejection(e))),
         }
         self.conn.end_sync(&room, None);
+    }
+
+    /// Counts an invalid message; too many in a row close the connection (1008).
+    fn invalid(&mut self) {
+        self.invalid_in_row += 1;
+        if self.invalid_in_row >= INVALID_STRIKES {
+            self.conn
+                .close(close::POLICY, "too many invalid messages in a row");
+        }
     }
 
     /// Takes one unit of the durable budget; repeated refusals close the connection (1008).

@@ -171,6 +171,11 @@ async fn hostile_frames_get_their_error_and_hurt_no_one() {
             ),
             "random frame {i}: {v}"
         );
+        if i % 50 == 49 {
+            // A valid message now and then: invalid ones are only abuse a hundred in a row.
+            attacker.send(json!({"type": "ping"})).await.unwrap();
+            attacker.recv_type("pong", SOON).await.unwrap();
+        }
     }
 
     // Identity is the token's: a userId in the message is ignored, and HTML is relayed as text.
@@ -242,5 +247,33 @@ async fn a_forbidden_join_leaves_no_trace() {
     assert_quiet(&mut guest, |v| v["type"] == "new-message").await;
     // The claim's own rooms work.
     join(&mut guest, "doc:public-1").await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_hundred_invalid_messages_in_a_row_close_with_1008() {
+    let node = Node::start(&[]).await;
+    let mut c = node.connect("noisy").await;
+    for _ in 0..99 {
+        c.send_raw(WsMessage::text("{not json")).await.unwrap();
+        c.recv_type("error", SOON).await.unwrap();
+    }
+    // A valid message starts the count again.
+    c.send(json!({"type": "ping"})).await.unwrap();
+    c.recv_type("pong", SOON).await.unwrap();
+    for _ in 0..99 {
+        c.send_raw(WsMessage::text(r#"{"type":"teleport"}"#))
+            .await
+            .unwrap();
+    }
+    c.send(json!({"type": "ping"})).await.unwrap();
+    c.recv_type("pong", SOON).await.unwrap();
+    for _ in 0..100 {
+        if c.send_raw(WsMessage::binary(vec![0xc1])).await.is_err() {
+            break;
+        }
+    }
+    let (code, reason) = c.closed(SOON).await.unwrap();
+    assert_eq!(code, 1008, "{reason}");
     node.stop().await;
 }
