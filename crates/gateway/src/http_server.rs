@@ -57,11 +57,14 @@ pub async fn serve(
                 .with_upgrades();
             let mut connection = pin!(connection);
             tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%remote, error = %e, "HTTP connection ended");
+                result = connection.as_mut() => match result {
+                    Err(e) if e.is_timeout() => {
+                        crate::metrics::connection_refused("handshake_timeout");
+                        tracing::debug!(%remote, "no complete request head in time; dropped");
                     }
-                }
+                    Err(e) => tracing::debug!(%remote, error = %e, "HTTP connection ended"),
+                    Ok(()) => {}
+                },
                 _ = stop.cancelled() => {
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.await;
