@@ -24,6 +24,8 @@ pub struct ConnectOptions {
     /// `Sec-WebSocket-Protocol` value (a comma-separated list), if any.
     pub subprotocols: Option<String>,
     pub origin: Option<String>,
+    /// More request headers (name, value), such as `X-Forwarded-For`.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Why a connection attempt failed.
@@ -94,6 +96,11 @@ impl Client {
         }
         if let Some(o) = &options.origin {
             headers.insert("origin", header(o));
+        }
+        for (name, value) in &options.headers {
+            if let Ok(name) = tungstenite::http::HeaderName::from_bytes(name.as_bytes()) {
+                headers.append(name, header(value));
+            }
         }
         let (ws, response) = match tokio_tungstenite::connect_async(request).await {
             Ok(ok) => ok,

@@ -46,6 +46,7 @@ settings! {
     "SWITCHYARD_VOLATILE_RATE_BURST", "volatile-rate-burst", Some("120"), "burst of that budget";
     "SWITCHYARD_HANDSHAKE_PER_SEC", "handshake-per-sec", Some("100"), "WebSocket handshakes per client address (per second)";
     "SWITCHYARD_HANDSHAKE_BURST", "handshake-burst", Some("200"), "burst of that budget";
+    "SWITCHYARD_TRUSTED_PROXIES", "trusted-proxies", None, "comma-separated proxy addresses or CIDRs whose X-Forwarded-For names the client (unset: none)";
     "SWITCHYARD_HANDSHAKE_TIMEOUT_MS", "handshake-timeout-ms", Some("10000"), "time a client has to send a whole HTTP request head; slower ones (slow loris) are dropped";
     "SWITCHYARD_HISTORY_SIZE", "history-size", Some("1000"), "durable messages kept per room for resume";
     "SWITCHYARD_HISTORY_TTL_S", "history-ttl-s", Some("600"), "how long durable messages are kept, in seconds";
@@ -100,6 +101,8 @@ pub struct Config {
     pub jwt_audience: Option<String>,
     pub api_keys: Vec<String>,
     pub allowed_origins: Option<Vec<String>>,
+    /// Proxies whose `X-Forwarded-For` names the client (for the per-address limit and logs).
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
     pub dev: bool,
     pub limits: Limits,
     pub rate: RateBudget,
@@ -358,6 +361,7 @@ impl Config {
             jwt_audience: get("SWITCHYARD_JWT_AUDIENCE"),
             api_keys: list("SWITCHYARD_API_KEYS").unwrap_or_default(),
             allowed_origins: list("SWITCHYARD_ALLOWED_ORIGINS"),
+            trusted_proxies: trusted_proxies(list("SWITCHYARD_TRUSTED_PROXIES"))?,
             dev,
             limits,
             rate: budget("SWITCHYARD_RATE_PER_SEC", "SWITCHYARD_RATE_BURST")?,
@@ -393,6 +397,23 @@ fn invalid(setting: &'static str, value: &str, reason: &str) -> ConfigError {
         value: value.to_owned(),
         reason: reason.to_owned(),
     }
+}
+
+fn trusted_proxies(
+    entries: Option<Vec<String>>,
+) -> Result<crate::client_ip::TrustedProxies, ConfigError> {
+    let mut blocks = Vec::new();
+    for entry in entries.unwrap_or_default() {
+        let block = crate::client_ip::Cidr::parse(&entry).ok_or_else(|| {
+            invalid(
+                "SWITCHYARD_TRUSTED_PROXIES",
+                &entry,
+                "expected IP addresses or CIDR blocks, such as 10.0.0.0/8,127.0.0.1",
+            )
+        })?;
+        blocks.push(block);
+    }
+    Ok(crate::client_ip::TrustedProxies(blocks))
 }
 
 fn parse_broker(raw: &str) -> Result<BrokerUrl, ConfigError> {

@@ -100,7 +100,8 @@ pub async fn websocket(
             "this node is shutting down; connect to another",
         );
     }
-    if let Err(not_until) = app.handshakes.check_key(&peer.ip()) {
+    let client_ip = app.config.trusted_proxies.client_ip(peer.ip(), &headers);
+    if let Err(not_until) = app.handshakes.check_key(&client_ip) {
         m::connection_refused("rate_limited");
         m::rate_limited("handshake");
         let wait = not_until.wait_time_from(governor::clock::Clock::now(
@@ -147,7 +148,7 @@ pub async fn websocket(
         Ok(identity) => identity,
         Err(e) => {
             m::connection_refused("unauthorized");
-            tracing::debug!(%peer, reason = %e, "handshake refused");
+            tracing::debug!(client = %client_ip, reason = %e, "handshake refused");
             return e.into_response();
         }
     };

@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: settings from the environment, flags and a config file.
 //! - [`auth`]: JWT verification and development tokens.
+//! - [`client_ip`]: the client's address behind trusted proxies.
 //! - [`server`]: shared state, router, [`run`] and the drain on shutdown.
 //! - [`http_server`]: the accept loop (hyper, with a deadline for request heads).
 //! - [`http`]: the handshake, the backend HTTP API and the operations routes.
@@ -13,6 +14,7 @@
 //! - [`telemetry`]: logging set-up.
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod connection;
 pub mod http;

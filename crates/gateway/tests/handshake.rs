@@ -325,6 +325,44 @@ async fn too_many_handshakes_get_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_handshake_budget() {
+    let via = |xff: &str| ConnectOptions {
+        token: Some(token("p", json!({}))),
+        headers: vec![("X-Forwarded-For".into(), xff.into())],
+        ..Default::default()
+    };
+    let limited = [
+        ("SWITCHYARD_HANDSHAKE_PER_SEC", "1"),
+        ("SWITCHYARD_HANDSHAKE_BURST", "1"),
+    ];
+    // The test's loopback address plays the load balancer.
+    let mut env = limited.to_vec();
+    env.push(("SWITCHYARD_TRUSTED_PROXIES", "127.0.0.1,::1"));
+    let node = Node::start(&env).await;
+    node.connect_opts(via("203.0.113.1")).await.unwrap();
+    let refused = node.connect_opts(via("203.0.113.1")).await;
+    assert!(matches!(
+        refused,
+        Err(ConnectError::Refused { status: 429, .. })
+    ));
+    // Another client behind the same proxy has its own budget, even if it forges the header.
+    node.connect_opts(via("203.0.113.1, 198.51.100.7"))
+        .await
+        .unwrap();
+    node.stop().await;
+
+    // Without trusted proxies the header is ignored: one budget for the peer.
+    let node = Node::start(&limited).await;
+    node.connect_opts(via("203.0.113.1")).await.unwrap();
+    let refused = node.connect_opts(via("198.51.100.7")).await;
+    assert!(matches!(
+        refused,
+        Err(ConnectError::Refused { status: 429, .. })
+    ));
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn connection_limit_gives_503() {
     let node = Node::start(&[("SWITCHYARD_MAX_CONNECTIONS", "2")]).await;
     let _a = node.connect("a").await;
