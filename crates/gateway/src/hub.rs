@@ -96,10 +96,14 @@ impl ConnHandle {
             let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(buffer) = syncing.get_mut(room_id) {
                 // Held back while a join or publish waits for the broker: bounded like the
-                // queue, with the same policy at the bound.
+                // queue, with the same policy at the bound (volatile dropped, then 4009).
                 if buffer.len() >= self.queue.max() {
                     drop(syncing);
-                    self.close_slow_consumer();
+                    if event.durable.is_none() && is_droppable(event.frame.message()) {
+                        metrics().volatile_dropped.increment(1);
+                    } else {
+                        self.close_slow_consumer();
+                    }
                     return;
                 }
                 buffer.push(event.clone());
