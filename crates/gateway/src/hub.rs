@@ -448,6 +448,47 @@ mod tests {
     }
 
     #[test]
+    fn the_sync_buffer_is_bounded_like_the_queue() {
+        let hub = Hub::default();
+        let room: Arc<str> = Arc::from("r");
+        let c = conn("1", "a", Encoding::Json);
+        hub.subscribe(&room, &c);
+        c.begin_sync(&room);
+        let epoch: Arc<str> = Arc::from("e");
+        let event = |seq: u64| RoomEvent {
+            frame: Arc::new(SharedFrame::new(ServerMessage::RoomReset {
+                room_id: "r".into(),
+                epoch: "e".into(),
+                seq,
+            })),
+            durable: Some((seq, epoch.clone())),
+            exclude_user: None,
+        };
+        for seq in 1..=16 {
+            hub.room_event("r", &event(seq));
+        }
+        let typing = RoomEvent {
+            frame: Arc::new(SharedFrame::new(ServerMessage::TypingStart {
+                room_id: "r".into(),
+                user_id: "b".into(),
+            })),
+            durable: None,
+            exclude_user: None,
+        };
+        hub.room_event("r", &typing);
+        assert!(
+            c.close_reason().is_none(),
+            "a volatile event over the bound is dropped"
+        );
+        hub.room_event("r", &event(17));
+        assert_eq!(
+            c.close_reason().map(|r| r.0),
+            Some(close::SLOW_CONSUMER),
+            "a durable one closes with 4009"
+        );
+    }
+
+    #[test]
     fn a_syncing_room_buffers_and_drops_what_the_reply_covers() {
         let hub = Hub::default();
         let room: Arc<str> = Arc::from("r");
