@@ -261,7 +261,13 @@ async fn development_mode_serves_the_demo_and_tokens() {
     }
     // User text reaches the page through textContent only: no HTML sink could run a script a
     // user sent (the browser check of the rendered page comes with the SDK's Chromium tests).
-    for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
         assert!(!html.contains(sink), "the demo page uses {sink}");
     }
     let res: Value = api()

@@ -426,3 +426,32 @@ async fn a_password_protected_redis() {
     wait_status(&node.http("/readyz"), 503, SOON).await;
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_room_keeps_its_seq_without_messages() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, &[("SWITCHYARD_PRESENCE_TTL_S", "2")]).await;
+    let mut quiet = a.connect("quiet").await;
+    join(&mut quiet, "idle").await;
+    say(&mut quiet, "idle", "q1", "once").await;
+    // Shorten the room's meta; the heartbeat of the node serving it puts the TTL back.
+    redis.cli(&["expire", "sy:{idle}:meta", "100"]);
+    let deadline = std::time::Instant::now() + SOON;
+    loop {
+        let ttl: i64 = redis
+            .cli(&["ttl", "sy:{idle}:meta"])
+            .trim()
+            .parse()
+            .unwrap();
+        if ttl > 100 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "meta TTL stayed {ttl}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -200,6 +200,11 @@ pub(crate) fn redis_error(e: fred::error::Error) -> BrokerError {
     }
 }
 
+/// How long a room's seq and epoch outlive the last publish, join or heartbeat that touched it.
+fn meta_ttl(config: &RedisConfig) -> Duration {
+    ROOM_META_TTL.max(config.history_ttl * 2)
+}
+
 fn bad_reply(what: &str) -> BrokerError {
     BrokerError::Internal(format!("unexpected reply from Redis ({what})"))
 }
@@ -269,7 +274,7 @@ impl RedisBroker {
         channels.hold(&canary_channel);
         let (volatile, volatile_rx) = tokio::sync::mpsc::channel(VOLATILE_QUEUE);
         let inner = Arc::new(Inner {
-            presence: LocalPresence::new(config.presence_ttl),
+            presence: LocalPresence::new(config.presence_ttl, meta_ttl(&config)),
             config,
             sink,
             options: Options {
@@ -396,7 +401,7 @@ impl Inner {
     }
 
     fn meta_ttl_s(&self) -> u64 {
-        ROOM_META_TTL.max(self.config.history_ttl * 2).as_secs()
+        meta_ttl(&self.config).as_secs()
     }
 
     /// Runs one of our scripts, loading it first where Redis does not know it (a restarted

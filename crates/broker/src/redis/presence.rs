@@ -27,6 +27,8 @@ const HEARTBEAT_CONCURRENCY: usize = 32;
 /// restores, if Redis lost them).
 pub(super) struct LocalPresence {
     ttl: Duration,
+    /// How long a served room's seq and epoch are kept alive by each heartbeat.
+    meta_ttl: Duration,
     rooms: Mutex<HashMap<Arc<str>, ConnEntries>>,
 }
 
@@ -44,9 +46,10 @@ struct Entry {
 }
 
 impl LocalPresence {
-    pub(super) fn new(ttl: Duration) -> Self {
+    pub(super) fn new(ttl: Duration, meta_ttl: Duration) -> Self {
         LocalPresence {
             ttl,
+            meta_ttl,
             rooms: Mutex::default(),
         }
     }
@@ -62,6 +65,7 @@ impl LocalPresence {
             op.into(),
             (entry_ttl.as_millis() as i64).into(),
             ((self.ttl * 2).as_millis() as i64).into(),
+            (self.meta_ttl.as_secs() as i64).into(),
         ]
     }
 }
@@ -72,6 +76,7 @@ fn keys(room_id: &str) -> Vec<String> {
         room_key(room_id, "presence:counts"),
         room_key(room_id, "presence:members"),
         room_channel(room_id),
+        room_key(room_id, "meta"),
     ]
 }
 

@@ -1,6 +1,6 @@
 -- Cluster-wide presence of a room. KEYS: 1 entries (zset: "<connection> <user>" scored by
 -- expiry, ms), 2 counts (hash: user -> live connections), 3 members (hash: user -> member
--- JSON), 4 room channel. The first connection of a user publishes its join envelope (built by
+-- JSON), 4 room channel, 5 the room's meta (its seq and epoch, kept alive while served). The first connection of a user publishes its join envelope (built by
 -- the node); the last one to go (left, or expired because its node died) publishes a leave.
 local function drop(entry)
   if redis.call('ZREM', KEYS[1], entry) == 0 then
@@ -38,22 +38,24 @@ local function keep(key_ttl_ms)
   end
 end
 
--- ARGV: 1 op (join | leave | members | heartbeat), 2 entry ttl ms, 3 key ttl ms, then
--- join: entry, user, member, join envelope; leave: entry;
+-- ARGV: 1 op (join | leave | members | heartbeat), 2 entry ttl ms, 3 key ttl ms, 4 meta ttl s,
+-- then join: entry, user, member, join envelope; leave: entry;
 -- heartbeat: (entry, user, member, join envelope) repeated.
 local op = ARGV[1]
 local now = now_ms()
 local expiry = now + tonumber(ARGV[2])
 if op == 'join' then
-  add(ARGV[4], ARGV[5], ARGV[6], ARGV[7], expiry)
+  add(ARGV[5], ARGV[6], ARGV[7], ARGV[8], expiry)
   keep(ARGV[3])
 elseif op == 'leave' then
-  drop(ARGV[4])
+  drop(ARGV[5])
 elseif op == 'heartbeat' then
-  for i = 4, #ARGV, 4 do
+  for i = 5, #ARGV, 4 do
     add(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], expiry)
   end
   keep(ARGV[3])
+  -- A room served by a node keeps its seq and epoch, messages or not.
+  redis.call('EXPIRE', KEYS[5], ARGV[4])
 end
 sweep(now)
 if op == 'join' or op == 'members' then
