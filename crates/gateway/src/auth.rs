@@ -60,12 +60,17 @@ impl Identity {
 
 /// Why a handshake was refused (HTTP 401). The message never contains the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct AuthError(pub String);
+#[error("{message}")]
+pub struct AuthError {
+    /// A short label for metrics (`switchyard_auth_failures_total{reason}`).
+    pub reason: &'static str,
+    /// What the 401 body says.
+    pub message: String,
+}
 
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        json_error(StatusCode::UNAUTHORIZED, "unauthorized", &self.0)
+        json_error(StatusCode::UNAUTHORIZED, "unauthorized", &self.message)
     }
 }
 
@@ -121,19 +126,29 @@ impl Authenticator {
 
     /// Verifies a token and returns who it names.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let fail = |m: &str| AuthError(m.to_owned());
-        let header = jsonwebtoken::decode_header(token).map_err(|_| fail("malformed token"))?;
+        let fail = |reason: &'static str, m: &str| AuthError {
+            reason,
+            message: m.to_owned(),
+        };
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| fail("malformed", "malformed token"))?;
         let (key, alg) = match header.alg {
             Algorithm::HS256 => match &self.hmac {
                 Some((key, _)) => (key, Algorithm::HS256),
-                None => return Err(fail("HS256 tokens are not accepted by this node")),
+                None => {
+                    return Err(fail(
+                        "algorithm",
+                        "HS256 tokens are not accepted by this node",
+                    ))
+                }
             },
             alg => match &self.public {
                 Some((key, algs)) if algs.contains(&alg) => (key, alg),
                 _ => {
-                    return Err(fail(&format!(
-                        "{alg:?} tokens are not accepted by this node"
-                    )))
+                    return Err(fail(
+                        "algorithm",
+                        &format!("{alg:?} tokens are not accepted by this node"),
+                    ))
                 }
             },
         };
@@ -156,24 +171,33 @@ impl Authenticator {
             None => validation.validate_aud = false,
         }
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
-            fail(match e.kind() {
-                ErrorKind::ExpiredSignature => "token expired",
-                ErrorKind::ImmatureSignature => "token not yet valid (nbf)",
-                ErrorKind::InvalidSignature => "invalid signature",
-                ErrorKind::InvalidIssuer => "wrong issuer",
-                ErrorKind::InvalidAudience => "wrong audience",
-                ErrorKind::InvalidAlgorithm => "algorithm not allowed",
-                ErrorKind::MissingRequiredClaim(c) if c == "exp" => "missing exp claim",
-                ErrorKind::MissingRequiredClaim(c) if c == "sub" => "missing sub claim",
-                ErrorKind::MissingRequiredClaim(c) if c == "iss" => "missing iss claim",
-                ErrorKind::MissingRequiredClaim(c) if c == "aud" => "missing aud claim",
-                ErrorKind::Json(_) => "invalid claims",
-                _ => "invalid token",
-            })
+            let (reason, message) = match e.kind() {
+                ErrorKind::ExpiredSignature => ("expired", "token expired"),
+                ErrorKind::ImmatureSignature => ("not_yet_valid", "token not yet valid (nbf)"),
+                ErrorKind::InvalidSignature => ("bad_signature", "invalid signature"),
+                ErrorKind::InvalidIssuer => ("wrong_issuer", "wrong issuer"),
+                ErrorKind::InvalidAudience => ("wrong_audience", "wrong audience"),
+                ErrorKind::InvalidAlgorithm => ("algorithm", "algorithm not allowed"),
+                ErrorKind::MissingRequiredClaim(c) if c == "exp" => {
+                    ("missing_claim", "missing exp claim")
+                }
+                ErrorKind::MissingRequiredClaim(c) if c == "sub" => {
+                    ("missing_claim", "missing sub claim")
+                }
+                ErrorKind::MissingRequiredClaim(c) if c == "iss" => {
+                    ("missing_claim", "missing iss claim")
+                }
+                ErrorKind::MissingRequiredClaim(c) if c == "aud" => {
+                    ("missing_claim", "missing aud claim")
+                }
+                ErrorKind::Json(_) => ("invalid_claims", "invalid claims"),
+                _ => ("invalid", "invalid token"),
+            };
+            fail(reason, message)
         })?;
         let claims = data.claims;
         if claims.sub.is_empty() || claims.sub.len() > 128 {
-            return Err(fail("sub must be 1 to 128 characters"));
+            return Err(fail("invalid_claims", "sub must be 1 to 128 characters"));
         }
         Ok(Identity {
             user_id: Arc::from(claims.sub),

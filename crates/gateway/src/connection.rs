@@ -487,6 +487,7 @@ impl Session {
                     if newly_present {
                         if let Some(state) = self.rooms.get_mut(&room) {
                             state.present = true;
+                            metrics().presence_members.increment(1.0);
                         }
                     }
                     members
@@ -565,6 +566,7 @@ impl Session {
             .await;
         }
         if state.present {
+            metrics().presence_members.decrement(1.0);
             if let Err(e) = app
                 .broker
                 .presence_leave(&room, &self.presence_conn())

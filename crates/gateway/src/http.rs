@@ -138,6 +138,7 @@ pub async fn websocket(
     let token = bearer(&headers).or_else(|| query_token(query.as_deref()));
     let Some(token) = token else {
         m::connection_refused("unauthorized");
+        m::auth_failure("missing");
         return json_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -148,6 +149,7 @@ pub async fn websocket(
         Ok(identity) => identity,
         Err(e) => {
             m::connection_refused("unauthorized");
+            m::auth_failure(e.reason);
             tracing::debug!(client = %client_ip, reason = %e, "handshake refused");
             return e.into_response();
         }
@@ -250,6 +252,15 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     m.outbound_queue_depth
         .set(app.queue_depth.load(Ordering::Relaxed) as f64);
     m.rooms.set(app.hub.room_count() as f64);
+    let longest = app
+        .hub
+        .all_connections()
+        .iter()
+        .map(|c| c.queue.len())
+        .max()
+        .unwrap_or(0);
+    m.outbound_queue_depth_max.set(longest as f64);
+    m.ready.set(if app.is_ready() { 1.0 } else { 0.0 });
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

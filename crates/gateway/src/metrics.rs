@@ -27,6 +27,10 @@ pub struct Metrics {
     pub volatile_dropped: Counter,
     pub slow_consumer_closes: Counter,
     pub outbound_queue_depth: Gauge,
+    /// The longest outbound queue of the node, in messages (at scrape time).
+    pub outbound_queue_depth_max: Gauge,
+    /// Joined (present) memberships of this node's connections: one per connection and room.
+    pub presence_members: Gauge,
     pub rooms: Gauge,
     pub broker_publish_seconds: Histogram,
     /// 1 when the node takes traffic (`/readyz` 200), 0 when draining or the broker is down.
@@ -51,6 +55,8 @@ impl Metrics {
             volatile_dropped: counter!("switchyard_volatile_dropped_total"),
             slow_consumer_closes: counter!("switchyard_slow_consumer_closes_total"),
             outbound_queue_depth: gauge!("switchyard_outbound_queue_depth"),
+            outbound_queue_depth_max: gauge!("switchyard_outbound_queue_depth_max"),
+            presence_members: gauge!("switchyard_presence_members"),
             rooms: gauge!("switchyard_rooms"),
             broker_publish_seconds: histogram!("switchyard_broker_publish_seconds"),
             ready: gauge!("switchyard_ready"),
@@ -69,6 +75,11 @@ impl Metrics {
 /// A connection refused at the handshake, by reason (`unauthorized`, `rate_limited`, ...).
 pub fn connection_refused(reason: &'static str) {
     counter!("switchyard_connections_refused_total", "reason" => reason).increment(1);
+}
+
+/// A token refused at the handshake, by reason (`missing`, `expired`, `bad_signature`, ...).
+pub fn auth_failure(reason: &'static str) {
+    counter!("switchyard_auth_failures_total", "reason" => reason).increment(1);
 }
 
 /// A rate-limited event, by budget (`durable`, `volatile`, `handshake`).

@@ -240,16 +240,12 @@ async fn drain(app: &App) {
     }
 }
 
-/// Periodic housekeeping: metrics upkeep (and the readiness gauge), forgetting idle
-/// handshake-limiter entries.
+/// Periodic housekeeping: metrics upkeep and forgetting idle handshake-limiter entries.
 async fn upkeep(app: Arc<App>) {
     let mut tick = tokio::time::interval(metrics::UPKEEP_INTERVAL);
     let mut last_sweep = Instant::now();
     loop {
         tick.tick().await;
-        metrics::metrics()
-            .ready
-            .set(if app.is_ready() { 1.0 } else { 0.0 });
         app.metrics.run_upkeep();
         if last_sweep.elapsed() >= HANDSHAKE_TABLE_SWEEP {
             app.handshakes.retain_recent();

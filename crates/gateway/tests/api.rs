@@ -219,24 +219,47 @@ async fn user_events_and_disconnect() {
 
 #[tokio::test]
 async fn operations_routes() {
-    let node = Node::start(&[]).await;
-    let _c = node.connect("m").await;
+    let node = Node::start(&[("SWITCHYARD_RATE_BURST", "1")]).await;
+    let mut c = node.connect("m").await;
     let get = |path: &str| api().get(node.http(path)).send();
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
+
+    // Some traffic, so that every series of docs/metrics.md has happened at least once: a
+    // refused token, a message, a rate-limited one, a typing event.
+    let refused = node
+        .connect_opts(switchyard_client::ConnectOptions {
+            token: Some("not-a-jwt".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(refused.is_err());
+    join(&mut c, "r").await;
+    say(&mut c, "r", "m1", "one").await;
+    let limited = say(&mut c, "r", "m2", "two").await;
+    assert_eq!(limited["error"]["code"], "rate_limited");
+    c.send(json!({"type": "typing:start", "roomId": "r"}))
+        .await
+        .unwrap();
+
     let res = get("/metrics").await.unwrap();
     assert_eq!(res.status(), 200);
     let text = res.text().await.unwrap();
-    for name in [
-        "switchyard_connections",
-        "switchyard_connections_accepted_total",
-        "switchyard_rooms",
-        "switchyard_outbound_queue_depth",
-        "switchyard_messages_in_total",
-        "switchyard_messages_out_total",
-    ] {
-        assert!(text.contains(name), "{name} missing from /metrics");
+    let doc = include_str!("../../../docs/metrics.md");
+    let gateway =
+        &doc[doc.find("## The gateway").unwrap()..doc.find("## The Redis broker").unwrap()];
+    let documented: Vec<&str> = gateway
+        .split('`')
+        .filter(|w| w.starts_with("switchyard_") && !w.contains(['(', '[', '{']))
+        .collect();
+    assert!(documented.len() >= 18, "{documented:?}");
+    for name in documented {
+        assert!(
+            text.contains(name),
+            "{name} (docs/metrics.md) missing from /metrics"
+        );
     }
+    assert!(text.contains(r#"reason="invalid""#) || text.contains(r#"reason="malformed""#));
     assert!(text.contains("node=\""), "series carry the node label");
     // Not in development mode (a key is configured): no demo, no token minting.
     assert_eq!(get("/dev/token?user=x").await.unwrap().status(), 404);
