@@ -617,7 +617,13 @@ impl Session {
         let room: Arc<str> = Arc::from(room_id.as_str());
         self.conn.begin_sync(&room);
         let started = std::time::Instant::now();
-        let result = self.app.broker.publish_durable(&room_id, draft).await;
+        let span = tracing::debug_span!("publish", room = %room_id, temp_id = ?temp_id);
+        let result = self
+            .app
+            .broker
+            .publish_durable(&room_id, draft)
+            .instrument(span)
+            .await;
         metrics()
             .broker_publish_seconds
             .record(started.elapsed().as_secs_f64());

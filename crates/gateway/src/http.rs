@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use switchyard_broker::{DurableBody, DurableDraft, UserEvent};
 use switchyard_protocol::{
@@ -418,7 +419,12 @@ pub async fn api_room_publish(
             data: body.data,
         },
     };
-    let published = app.broker.publish_durable(&room_id, draft).await?;
+    let span = tracing::debug_span!("publish", room = %room_id, via = "api");
+    let published = app
+        .broker
+        .publish_durable(&room_id, draft)
+        .instrument(span)
+        .await?;
     Ok(Json(json!({ "seq": published.seq, "id": published.id })).into_response())
 }
 
