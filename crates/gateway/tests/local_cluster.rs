@@ -1,7 +1,8 @@
 //! `deploy/local-cluster.sh` as an operator runs it: Redis, 3 nodes, HAProxy and Prometheus on
 //! loopback (free ports). Clients go through HAProxy; Prometheus scrapes every node; every alert
-//! expression of `deploy/prometheus/alerts.yml` runs without error against the real Prometheus;
-//! and the script stops everything it started.
+//! expression of `deploy/prometheus/alerts.yml` and every query of the Grafana dashboard runs
+//! without error against the real Prometheus, the main panels have data; and the script stops
+//! everything it started.
 
 mod common;
 
@@ -164,6 +165,52 @@ async fn the_local_cluster_serves_through_haproxy_and_prometheus_scrapes_it() {
         let answer = prometheus(prom, expr).await;
         assert_eq!(answer["status"], "success", "{expr}: {answer}");
     }
+
+    // Every query of the Grafana dashboard runs against the real Prometheus (with Grafana's
+    // variables filled in), and the main panels have data.
+    let dashboard: Value = serde_json::from_str(include_str!(
+        "../../../deploy/grafana/dashboards/switchyard.json"
+    ))
+    .unwrap();
+    // Series that exist on every node from its start.
+    let has_data = |expr: &str| {
+        [
+            "switchyard_connections{",
+            "switchyard_ready{",
+            "switchyard_outbound_queue_depth{",
+            "switchyard_rooms{",
+            "switchyard_presence_members{",
+        ]
+        .iter()
+        .any(|series| expr.contains(series))
+    };
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut queries = 0;
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$node", ".*");
+            queries += 1;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let answer = prometheus(prom, &expr).await;
+                assert_eq!(answer["status"], "success", "{title}: {expr}: {answer}");
+                let empty = answer["data"]["result"]
+                    .as_array()
+                    .is_none_or(|r| r.is_empty());
+                if !has_data(&expr) || !empty {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{title}: no data for {expr}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    assert!(queries >= 15, "{queries} dashboard queries");
 
     // SIGTERM: the script stops everything it started.
     let _ = Command::new("kill")
