@@ -152,14 +152,7 @@ async fn durable_messages_are_rate_limited_and_flooding_closes_1008() {
     }
     let (code, _) = c.closed(SOON).await.unwrap();
     assert_eq!(code, 1008);
-    let text = api()
-        .get(node.http("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&node.http("/metrics")).await;
     assert!(text.contains("switchyard_rate_limited_total"), "{text}");
     node.stop().await;
 }

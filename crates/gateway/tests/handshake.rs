@@ -442,14 +442,7 @@ async fn slow_loris_clients_are_dropped() {
         .unwrap();
     let (answer, _) = until_closed(&mut http).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let metrics = api()
-        .get(node.http("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&node.http("/metrics")).await;
     assert!(
         metrics.contains(r#"reason="handshake_timeout""#),
         "slow clients are counted"

@@ -17,14 +17,6 @@ use std::time::{Duration, Instant};
 /// Starting four servers and waiting for Prometheus's first scrapes takes a while.
 const UP: Duration = Duration::from_secs(60);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Three consecutive free ports for the nodes (base + 1..3).
 fn free_node_base() -> u16 {
     loop {
@@ -120,14 +112,12 @@ async fn the_local_cluster_serves_through_haproxy_and_prometheus_scrapes_it() {
     join(&mut bob, "ops").await;
     say(&mut alice, "ops", "t1", "through the balancer").await;
     assert_eq!(bob.recv_type("new-message", SOON).await.unwrap()["seq"], 1);
-    let published = api()
-        .post(format!("http://127.0.0.1:{lb}/api/rooms/ops/publish"))
-        .bearer_auth(API_KEY)
-        .json(&json!({"event": "deploy", "data": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(published.status(), 200);
+    let (status, _) = api_post(
+        &format!("http://127.0.0.1:{lb}/api/rooms/ops/publish"),
+        Some(json!({"event": "deploy", "data": 1})),
+    )
+    .await;
+    assert_eq!(status, 200);
 
     // Prometheus scrapes all three nodes, and the nodes report ready.
     let deadline = Instant::now() + UP;

@@ -145,15 +145,7 @@ async fn presence_is_per_user_across_nodes() {
     let mut bob_a = a.connect("bob").await;
     join(&mut bob_a, "team").await;
     assert_quiet(&mut alice, |v| v["type"] == "presence:join").await;
-    let members: Value = api()
-        .get(b.http("/api/rooms/team/presence"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let members: Value = api_get(&b.http("/api/rooms/team/presence")).await;
     assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
 
     // The first tab leaving is not a leave; the last one is, on every node.
@@ -187,15 +179,13 @@ async fn the_http_api_reaches_users_on_any_node() {
     join(&mut carol, "board").await;
 
     // A backend publishes through node B; carol on node A gets it with a seq.
-    let response = api()
-        .post(b.http("/api/rooms/board/publish"))
-        .bearer_auth(API_KEY)
-        .json(&json!({"event": "task-updated", "data": {"id": 7}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let seq = response.json::<Value>().await.unwrap()["seq"].clone();
+    let (status, published) = api_post(
+        &b.http("/api/rooms/board/publish"),
+        Some(json!({"event": "task-updated", "data": {"id": 7}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seq = published["seq"].clone();
     let event = carol.recv_type("event", SOON).await.unwrap();
     assert_eq!(
         (event["event"].as_str(), event["seq"].clone()),
@@ -205,15 +195,7 @@ async fn the_http_api_reaches_users_on_any_node() {
 
     // History on the other node reads the same stream.
     say(&mut carol, "board", "c1", "after the event").await;
-    let history: Value = api()
-        .get(b.http("/api/rooms/board/history?sinceSeq=0"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = api_get(&b.http("/api/rooms/board/history?sinceSeq=0")).await;
     let seqs: Vec<u64> = history["messages"]
         .as_array()
         .unwrap()
@@ -224,27 +206,21 @@ async fn the_http_api_reaches_users_on_any_node() {
     assert_eq!(history["messages"][1]["text"], "after the event");
 
     // User-targeted event and disconnect, sent through B, reach carol's connection on A.
-    let status = api()
-        .post(b.http("/api/users/carol/publish"))
-        .bearer_auth(API_KEY)
-        .json(&json!({"event": "notify", "data": "hi"}))
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = api_post(
+        &b.http("/api/users/carol/publish"),
+        Some(json!({"event": "notify", "data": "hi"})),
+    )
+    .await
+    .0;
     assert_eq!(status, 202);
     let note = carol.recv_type("event", SOON).await.unwrap();
     assert_eq!(
         (note["event"].as_str(), note.get("roomId")),
         (Some("notify"), None)
     );
-    let status = api()
-        .post(b.http("/api/users/carol/disconnect"))
-        .bearer_auth(API_KEY)
-        .send()
+    let status = api_post(&b.http("/api/users/carol/disconnect"), None)
         .await
-        .unwrap()
-        .status();
+        .0;
     assert_eq!(status, 202);
     let (code, _) = carol.closed(SOON).await.unwrap();
     assert_eq!(code, 1008);

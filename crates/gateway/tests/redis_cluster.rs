@@ -58,15 +58,7 @@ async fn rooms_spread_over_every_shard_work_across_nodes() {
         assert!(keys > 0, "master {} holds no room", node.addr());
     }
 
-    let history: Value = api()
-        .get(b.http("/api/rooms/room-4/history?sinceSeq=0"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = api_get(&b.http("/api/rooms/room-4/history?sinceSeq=0")).await;
     assert_eq!(
         history["messages"].as_array().unwrap().len(),
         2,
@@ -74,14 +66,12 @@ async fn rooms_spread_over_every_shard_work_across_nodes() {
     );
     assert_eq!(history["seq"], 2);
 
-    let status = api()
-        .post(a.http("/api/users/bob/publish"))
-        .bearer_auth(API_KEY)
-        .json(&json!({"event": "ping", "data": 1}))
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = api_post(
+        &a.http("/api/users/bob/publish"),
+        Some(json!({"event": "ping", "data": 1})),
+    )
+    .await
+    .0;
     assert_eq!(status, 202);
     assert_eq!(bob.recv_type("event", SOON).await.unwrap()["event"], "ping");
 

@@ -45,15 +45,7 @@ async fn a_node_killed_without_a_word_leaves_presence_within_the_ttl() {
         took <= Duration::from_secs(3) + Duration::from_secs(2),
         "presence:leave came {took:?} after the kill (TTL 3 s)"
     );
-    let members: Value = api()
-        .get(survivor.http("/api/rooms/room/presence"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let members: Value = api_get(&survivor.http("/api/rooms/room/presence")).await;
     assert_eq!(members["members"].as_array().unwrap().len(), 1, "{members}");
     drop(carol);
     survivor.stop().await;
@@ -229,14 +221,12 @@ async fn restart_mid_traffic(mut redis: Redis, persistent: bool) {
         "recovered in {recovery:?}"
     );
     eprintln!("recovery after the Redis restart (persistent: {persistent}): {recovery:?}");
-    let status = api()
-        .post(a.http("/api/users/late/publish"))
-        .bearer_auth(API_KEY)
-        .json(&json!({"event": "welcome-back", "data": null}))
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = api_post(
+        &a.http("/api/users/late/publish"),
+        Some(json!({"event": "welcome-back", "data": null})),
+    )
+    .await
+    .0;
     assert_eq!(status, 202);
     let event = late.recv_type("event", SOON).await.unwrap();
     assert_eq!(event["event"], "welcome-back");

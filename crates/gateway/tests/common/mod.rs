@@ -228,3 +228,34 @@ pub async fn connect_to(ws_url: &str, sub: &str) -> Client {
     client.recv_type("welcome", SOON).await.expect("welcome");
     client
 }
+
+/// GET with the test API key; the JSON answer (null when it is not JSON).
+pub async fn api_get(url: &str) -> Value {
+    let res = api().get(url).bearer_auth(API_KEY).send().await.unwrap();
+    res.json().await.unwrap_or(Value::Null)
+}
+
+/// POST with the test API key and an optional JSON body; the status and the JSON answer.
+pub async fn api_post(url: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = api().post(url).bearer_auth(API_KEY);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// A GET's body as text (`/metrics`, say).
+pub async fn get_text(url: &str) -> String {
+    api().get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
