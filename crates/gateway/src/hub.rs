@@ -383,6 +383,20 @@ mod tests {
         ))
     }
 
+    /// A durable event of room "r" with `seq` (its body does not matter to the hub).
+    fn durable(seq: u64) -> RoomEvent {
+        let message = ServerMessage::RoomReset {
+            room_id: "r".into(),
+            epoch: "e".into(),
+            seq,
+        };
+        RoomEvent {
+            frame: Arc::new(SharedFrame::new(message)),
+            durable: Some((seq, Arc::from("e"))),
+            exclude_user: None,
+        }
+    }
+
     fn drained(conn: &ConnHandle) -> Vec<Payload> {
         let mut out = Vec::new();
         conn.queue
@@ -454,18 +468,8 @@ mod tests {
         let c = conn("1", "a", Encoding::Json);
         hub.subscribe(&room, &c);
         c.begin_sync(&room);
-        let epoch: Arc<str> = Arc::from("e");
-        let event = |seq: u64| RoomEvent {
-            frame: Arc::new(SharedFrame::new(ServerMessage::RoomReset {
-                room_id: "r".into(),
-                epoch: "e".into(),
-                seq,
-            })),
-            durable: Some((seq, epoch.clone())),
-            exclude_user: None,
-        };
         for seq in 1..=16 {
-            hub.room_event("r", &event(seq));
+            hub.room_event("r", &durable(seq));
         }
         let typing = RoomEvent {
             frame: Arc::new(SharedFrame::new(ServerMessage::TypingStart {
@@ -480,7 +484,7 @@ mod tests {
             c.close_reason().is_none(),
             "a volatile event over the bound is dropped"
         );
-        hub.room_event("r", &event(17));
+        hub.room_event("r", &durable(17));
         assert_eq!(
             c.close_reason().map(|r| r.0),
             Some(close::SLOW_CONSUMER),
@@ -495,22 +499,8 @@ mod tests {
         let c = conn("1", "a", Encoding::Json);
         hub.subscribe(&room, &c);
         c.begin_sync(&room);
-        let epoch: Arc<str> = Arc::from("e");
         for seq in 4..=6 {
-            let message = ServerMessage::RoomReset {
-                room_id: "r".into(),
-                epoch: "e".into(),
-                seq,
-            };
-            let frame = Arc::new(SharedFrame::new(message));
-            hub.room_event(
-                "r",
-                &RoomEvent {
-                    frame,
-                    durable: Some((seq, epoch.clone())),
-                    exclude_user: None,
-                },
-            );
+            hub.room_event("r", &durable(seq));
         }
         assert!(c.queue.is_empty(), "buffered while syncing");
         c.end_sync("r", Some(5));
