@@ -232,24 +232,29 @@ impl Inner {
                 }
                 // Delivered by the catch-up, or live right after it; a message of another
                 // epoch than the room's current one is dropped.
-                let epoch = {
-                    let mut rooms = lock(&self.rooms);
-                    match rooms.get_mut(room_id) {
-                        Some(track)
-                            if track.seq.is_some_and(|s| s + 1 == seq)
-                                && track.epoch.as_deref() == Some(epoch) =>
-                        {
-                            track.seq = Some(seq);
-                            track.epoch.clone()
-                        }
-                        _ => None,
-                    }
-                };
-                if let Some(epoch) = epoch {
+                if let Some(epoch) = self.advance(room_id, seq, epoch, true) {
                     self.deliver(room_id, seq, epoch, Arc::new(SharedFrame::new(message)));
                 }
             }
         }
+    }
+
+    /// Moves the room's delivered position to `seq` when the message is next (`contiguous`),
+    /// or at least newer, in the room's current epoch; returns that epoch when it did.
+    fn advance(&self, room_id: &str, seq: u64, epoch: &str, contiguous: bool) -> Option<Arc<str>> {
+        let mut rooms = lock(&self.rooms);
+        let track = rooms.get_mut(room_id)?;
+        let last = track.seq?;
+        let next = if contiguous {
+            last + 1 == seq
+        } else {
+            last < seq
+        };
+        if !next || track.epoch.as_deref() != Some(epoch) {
+            return None;
+        }
+        track.seq = Some(seq);
+        track.epoch.clone()
     }
 
     fn deliver(&self, room_id: &str, seq: u64, epoch: Arc<str>, frame: Arc<SharedFrame>) {
@@ -319,21 +324,8 @@ impl Inner {
                 let Some(seq) = frame.message().seq() else {
                     continue;
                 };
-                let deliver = {
-                    let mut rooms = lock(&self.rooms);
-                    match rooms.get_mut(room_id) {
-                        Some(track)
-                            if track.seq.is_some_and(|s| s < seq)
-                                && track.epoch.as_deref() == Some(&*epoch) =>
-                        {
-                            track.seq = Some(seq);
-                            true
-                        }
-                        _ => false,
-                    }
-                };
-                if deliver {
-                    self.deliver(room_id, seq, epoch.clone(), frame);
+                if let Some(epoch) = self.advance(room_id, seq, &epoch, false) {
+                    self.deliver(room_id, seq, epoch, frame);
                 }
             }
             return true;
