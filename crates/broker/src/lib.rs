@@ -124,6 +124,32 @@ pub struct RoomEvent {
     pub durable: Option<(u64, Arc<str>)>,
     /// Volatile events and presence changes skip the connections of the user who caused them.
     pub exclude_user: Option<Arc<str>>,
+    /// `Some` for a presence change (`presence:join`/`leave`): its version, see
+    /// [`PresenceSnapshot`].
+    pub presence: Option<u64>,
+}
+
+impl RoomEvent {
+    /// A volatile event (typing, cursors, a reset notice): no seq, not a presence change.
+    pub fn volatile(frame: Arc<SharedFrame>, exclude_user: Option<Arc<str>>) -> Self {
+        RoomEvent {
+            frame,
+            durable: None,
+            exclude_user,
+            presence: None,
+        }
+    }
+}
+
+/// A room's members, read atomically with the version of its presence. Every presence change
+/// of a room has a version, larger than any before it; a change with a version at or below the
+/// snapshot's is already in the snapshot. When `presence_join` returns, every change up to the
+/// snapshot's version has reached the node's [`EventSink`], so a joining connection that holds
+/// the room's events back until then can drop the ones the snapshot already covers.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceSnapshot {
+    pub members: Vec<Member>,
+    pub version: u64,
 }
 
 /// A message for every connection of one user, on whichever node it is.
@@ -199,7 +225,7 @@ pub trait Broker: Send + Sync + 'static {
         room_id: &str,
         conn: &PresenceConn,
         member: Member,
-    ) -> Result<Vec<Member>, BrokerError>;
+    ) -> Result<PresenceSnapshot, BrokerError>;
 
     /// Removes a connection from a room's presence. When it was the user's last, the broker
     /// publishes `presence:leave` to the room.

@@ -9,6 +9,7 @@
 
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -16,8 +17,8 @@ use switchyard_protocol::{now_ms, Member, ServerMessage, SharedFrame};
 
 use crate::{
     lock, new_epoch, sort_members, temp_id_key, Broker, BrokerError, DurableDraft, EventSink,
-    HistoryPage, PresenceConn, Published, RoomEvent, UserEvent, DEFAULT_HISTORY_SIZE,
-    DEFAULT_HISTORY_TTL_S, IDEMPOTENCY_TTL_S,
+    HistoryPage, PresenceConn, PresenceSnapshot, Published, RoomEvent, UserEvent,
+    DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_S, IDEMPOTENCY_TTL_S,
 };
 
 /// Most `tempId`s remembered per room; past it the oldest is forgotten (policy: evict oldest).
@@ -49,6 +50,9 @@ struct Inner {
     sink: Arc<dyn EventSink>,
     rooms: Mutex<HashMap<Arc<str>, Arc<Mutex<RoomLog>>>>,
     presence: Mutex<HashMap<Arc<str>, RoomPresence>>,
+    /// The version of the last presence change, in any room (so it never goes back when a
+    /// room's presence is forgotten).
+    presence_version: AtomicU64,
     /// Local subscribers per room: a room with subscribers is never swept.
     subscriptions: Mutex<HashMap<Arc<str>, usize>>,
 }
@@ -116,6 +120,7 @@ impl MemoryBroker {
             sink,
             rooms: Mutex::default(),
             presence: Mutex::default(),
+            presence_version: AtomicU64::new(0),
             subscriptions: Mutex::default(),
         });
         let weak = Arc::downgrade(&inner);
@@ -215,6 +220,7 @@ impl Broker for MemoryBroker {
             frame,
             durable: Some((published.seq, log.epoch.clone())),
             exclude_user: None,
+            presence: None,
         };
         inner.sink.room_event(room_id, &event);
         Ok(published)
@@ -226,11 +232,7 @@ impl Broker for MemoryBroker {
         message: ServerMessage,
         exclude_user: Option<Arc<str>>,
     ) -> Result<(), BrokerError> {
-        let event = RoomEvent {
-            frame: Arc::new(SharedFrame::new(message)),
-            durable: None,
-            exclude_user,
-        };
+        let event = RoomEvent::volatile(Arc::new(SharedFrame::new(message)), exclude_user);
         self.inner.sink.room_event(room_id, &event);
         Ok(())
     }
@@ -303,9 +305,9 @@ impl Broker for MemoryBroker {
         room_id: &str,
         conn: &PresenceConn,
         member: Member,
-    ) -> Result<Vec<Member>, BrokerError> {
-        let (members, joined) = {
-            let mut presence = lock(&self.inner.presence);
+    ) -> Result<PresenceSnapshot, BrokerError> {
+        let mut presence = lock(&self.inner.presence);
+        let members = {
             let room = presence.entry(Arc::from(room_id)).or_default();
             let user = room
                 .entry(conn.user_id.clone())
@@ -317,46 +319,40 @@ impl Broker for MemoryBroker {
             if !user.connections.contains(&conn.connection_id) {
                 user.connections.push(conn.connection_id.clone());
             }
-            let joined = first.then(|| user.member.clone());
-            (sorted_members(room), joined)
+            if first {
+                let message = ServerMessage::PresenceJoin {
+                    room_id: room_id.to_owned(),
+                    member: user.member.clone(),
+                };
+                self.presence_change(room_id, message, &conn.user_id);
+            }
+            sorted_members(room)
         };
-        if let Some(member) = joined {
-            let message = ServerMessage::PresenceJoin {
-                room_id: room_id.to_owned(),
-                member,
-            };
-            self.publish_volatile(room_id, message, Some(conn.user_id.clone()))
-                .await?;
-        }
-        Ok(members)
+        // Read under the lock that orders the changes: every change up to it was delivered.
+        let version = self.inner.presence_version.load(Ordering::Relaxed);
+        drop(presence);
+        Ok(PresenceSnapshot { members, version })
     }
 
     async fn presence_leave(&self, room_id: &str, conn: &PresenceConn) -> Result<(), BrokerError> {
-        let left = {
-            let mut presence = lock(&self.inner.presence);
-            let Some(room) = presence.get_mut(room_id) else {
-                return Ok(());
-            };
-            let Some(user) = room.get_mut(&conn.user_id) else {
-                return Ok(());
-            };
-            user.connections.retain(|c| *c != conn.connection_id);
-            let left = user.connections.is_empty();
-            if left {
-                room.remove(&conn.user_id);
-                if room.is_empty() {
-                    presence.remove(room_id);
-                }
-            }
-            left
+        let mut presence = lock(&self.inner.presence);
+        let Some(room) = presence.get_mut(room_id) else {
+            return Ok(());
         };
-        if left {
+        let Some(user) = room.get_mut(&conn.user_id) else {
+            return Ok(());
+        };
+        user.connections.retain(|c| *c != conn.connection_id);
+        if user.connections.is_empty() {
+            room.remove(&conn.user_id);
+            if room.is_empty() {
+                presence.remove(room_id);
+            }
             let message = ServerMessage::PresenceLeave {
                 room_id: room_id.to_owned(),
                 user_id: conn.user_id.to_string(),
             };
-            self.publish_volatile(room_id, message, Some(conn.user_id.clone()))
-                .await?;
+            self.presence_change(room_id, message, &conn.user_id);
         }
         Ok(())
     }
@@ -370,6 +366,19 @@ impl Broker for MemoryBroker {
 
     fn is_ready(&self) -> bool {
         true
+    }
+}
+
+impl MemoryBroker {
+    /// Delivers a presence change with the next version. Called under the presence lock, so
+    /// changes reach the sink in version order.
+    fn presence_change(&self, room_id: &str, message: ServerMessage, user_id: &Arc<str>) {
+        let version = self.inner.presence_version.fetch_add(1, Ordering::Relaxed) + 1;
+        let event = RoomEvent {
+            presence: Some(version),
+            ..RoomEvent::volatile(Arc::new(SharedFrame::new(message)), Some(user_id.clone()))
+        };
+        self.inner.sink.room_event(room_id, &event);
     }
 }
 
@@ -485,6 +494,7 @@ mod tests {
                     .presence_join("r", &tab(c), member.clone())
                     .await
                     .unwrap()
+                    .members
                     .len(),
                 1
             );

@@ -460,7 +460,7 @@ impl Session {
         {
             Ok(page) => page,
             Err(e) => {
-                self.conn.end_sync(&room, None);
+                self.conn.end_sync(&room, None, None);
                 if !already {
                     app.hub.unsubscribe(&room, &self.conn);
                     app.broker.unsubscribe_room(&room).await;
@@ -471,7 +471,7 @@ impl Session {
         app.hub.note_epoch(&room, &page.epoch);
         let state = self.rooms.entry(room.clone()).or_default();
         let newly_present = presence && !state.present;
-        let members = if presence {
+        let (members, presence_floor) = if presence {
             let member = Member {
                 user_id: self.identity.user_id.to_string(),
                 name: self.identity.name.clone(),
@@ -483,17 +483,17 @@ impl Session {
                 .presence_join(&room, &self.presence_conn(), member)
                 .await
             {
-                Ok(members) => {
+                Ok(snapshot) => {
                     if newly_present {
                         if let Some(state) = self.rooms.get_mut(&room) {
                             state.present = true;
                             metrics().presence_members.increment(1.0);
                         }
                     }
-                    members
+                    (snapshot.members, Some(snapshot.version))
                 }
                 Err(e) => {
-                    self.conn.end_sync(&room, Some(page.seq));
+                    self.conn.end_sync(&room, Some(page.seq), None);
                     if !already {
                         // The join failed as a whole: no half-joined subscription is left.
                         self.rooms.remove(&room);
@@ -504,7 +504,7 @@ impl Session {
                 }
             }
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         let recovered = since_seq.map(|_| page.complete);
         let mut floor = page.seq;
@@ -537,7 +537,7 @@ impl Session {
                 reference,
             }
         });
-        self.conn.end_sync(&room, Some(floor));
+        self.conn.end_sync(&room, Some(floor), presence_floor);
         Ok(())
     }
 
@@ -639,7 +639,7 @@ impl Session {
             }),
             Err(e) => self.reject(reference, refused(broker_rejection(e))),
         }
-        self.conn.end_sync(&room, None);
+        self.conn.end_sync(&room, None, None);
     }
 
     /// Counts an invalid message; too many in a row close the connection (1008).

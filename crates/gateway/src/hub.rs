@@ -136,15 +136,17 @@ impl ConnHandle {
     }
 
     /// Ends buffering: queues what arrived meanwhile, skipping durable messages at or below
-    /// `floor` (already replayed, or covered by the reply's `seq`).
-    pub fn end_sync(&self, room_id: &str, floor: Option<u64>) {
+    /// `floor` (already replayed, or covered by the reply's `seq`) and presence changes at or
+    /// below `presence_floor` (already in the reply's members).
+    pub fn end_sync(&self, room_id: &str, floor: Option<u64>, presence_floor: Option<u64>) {
         let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
         let Some(buffer) = syncing.remove(room_id) else {
             return;
         };
         self.syncing_count.fetch_sub(1, Ordering::Release);
         for event in &buffer {
-            let old = matches!((event.durable.as_ref(), floor), (Some((seq, _)), Some(floor)) if *seq <= floor);
+            let old = matches!((event.durable.as_ref(), floor), (Some((seq, _)), Some(floor)) if *seq <= floor)
+                || matches!((event.presence, presence_floor), (Some(v), Some(floor)) if v <= floor);
             if !old {
                 self.enqueue(event);
             }
@@ -330,11 +332,7 @@ impl Hub {
                 epoch: epoch.to_string(),
                 seq: seq.saturating_sub(1),
             }));
-            let event = RoomEvent {
-                frame: reset,
-                durable: None,
-                exclude_user: None,
-            };
+            let event = RoomEvent::volatile(reset, None);
             for conn in &entry.subscribers {
                 conn.deliver(room_id, &event);
             }
@@ -355,11 +353,7 @@ impl EventSink for Hub {
         for conn in conns {
             match event {
                 UserEvent::Event(frame) => {
-                    let room_event = RoomEvent {
-                        frame: frame.clone(),
-                        durable: None,
-                        exclude_user: None,
-                    };
+                    let room_event = RoomEvent::volatile(frame.clone(), None);
                     conn.enqueue(&room_event);
                 }
                 UserEvent::Disconnect { reason } => conn.close(close::POLICY, reason),
@@ -394,6 +388,7 @@ mod tests {
             frame: Arc::new(SharedFrame::new(message)),
             durable: Some((seq, Arc::from("e"))),
             exclude_user: None,
+            presence: None,
         }
     }
 
@@ -422,14 +417,7 @@ mod tests {
             room_id: "r".into(),
             user_id: "x".into(),
         }));
-        hub.room_event(
-            "r",
-            &RoomEvent {
-                frame,
-                durable: None,
-                exclude_user: Some(Arc::from("x")),
-            },
-        );
+        hub.room_event("r", &RoomEvent::volatile(frame, Some(Arc::from("x"))));
         let bytes: Vec<Vec<*const u8>> = conns
             .iter()
             .map(|c| {
@@ -471,14 +459,13 @@ mod tests {
         for seq in 1..=16 {
             hub.room_event("r", &durable(seq));
         }
-        let typing = RoomEvent {
-            frame: Arc::new(SharedFrame::new(ServerMessage::TypingStart {
+        let typing = RoomEvent::volatile(
+            Arc::new(SharedFrame::new(ServerMessage::TypingStart {
                 room_id: "r".into(),
                 user_id: "b".into(),
             })),
-            durable: None,
-            exclude_user: None,
-        };
+            None,
+        );
         hub.room_event("r", &typing);
         assert!(
             c.close_reason().is_none(),
@@ -502,13 +489,25 @@ mod tests {
         for seq in 4..=6 {
             hub.room_event("r", &durable(seq));
         }
+        for version in [30, 50, 60] {
+            let leave = ServerMessage::PresenceLeave {
+                room_id: "r".into(),
+                user_id: format!("u{version}"),
+            };
+            let event = RoomEvent {
+                presence: Some(version),
+                ..RoomEvent::volatile(Arc::new(SharedFrame::new(leave)), None)
+            };
+            hub.room_event("r", &event);
+        }
         assert!(c.queue.is_empty(), "buffered while syncing");
-        c.end_sync("r", Some(5));
+        c.end_sync("r", Some(5), Some(50));
         let out = drained(&c);
         assert_eq!(
             out.len(),
-            1,
-            "seqs 4 and 5 are covered by the reply; 6 is live"
+            2,
+            "seqs 4 and 5 and presence changes 30 and 50 are covered by the reply; seq 6 and \
+             change 60 are live"
         );
     }
 }

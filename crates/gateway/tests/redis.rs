@@ -171,6 +171,48 @@ async fn presence_is_per_user_across_nodes() {
     b.stop().await;
 }
 
+/// Users joining at once on two nodes: each sees every other user exactly once, from the
+/// reply's members or one `presence:join` after it, never both (a change the snapshot already
+/// holds is not delivered again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_joins_see_each_member_once() {
+    const USERS: usize = 12;
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, &[]).await;
+    let mut clients = Vec::new();
+    for i in 0..USERS {
+        let node = if i % 2 == 0 { &a } else { &b };
+        clients.push(node.connect(&format!("u{i}")).await);
+    }
+    let tasks = clients.into_iter().map(|mut client| {
+        tokio::spawn(async move {
+            client
+                .send(json!({"type": "join-room", "roomId": "crowd"}))
+                .await
+                .unwrap();
+            let joined = client.recv_type("room-joined", SOON).await.unwrap();
+            let mut view: std::collections::BTreeSet<String> = joined["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["userId"].as_str().unwrap().to_owned())
+                .collect();
+            while view.len() < USERS {
+                let seen = client.recv_type("presence:join", SOON).await.unwrap();
+                let user = seen["member"]["userId"].as_str().unwrap().to_owned();
+                assert!(view.insert(user.clone()), "{user} joined twice: {seen}");
+            }
+            assert_quiet(&mut client, |v| v["type"] == "presence:join").await;
+            client
+        })
+    });
+    for task in futures_util::future::join_all(tasks).await {
+        task.unwrap();
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_api_reaches_users_on_any_node() {
     let redis = Redis::start();

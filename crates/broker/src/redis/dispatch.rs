@@ -146,13 +146,27 @@ impl Inner {
                     }
                 }
             }
-            Envelope::PresenceLeave { user_id } => {
+            Envelope::PresenceJoin {
+                version,
+                exclude_user,
+                message,
+            } => {
+                if let Some(room) = room_of_channel(channel) {
+                    self.presence_change(room, version, message, exclude_user.map(Arc::from));
+                }
+            }
+            Envelope::PresenceLeave { version, user_id } => {
                 if let Some(room) = room_of_channel(channel) {
                     let message = ServerMessage::PresenceLeave {
                         room_id: room.to_owned(),
                         user_id: user_id.clone(),
                     };
-                    self.volatile(room, message, Some(Arc::from(user_id)));
+                    self.presence_change(room, version, message, Some(Arc::from(user_id)));
+                }
+            }
+            Envelope::PresenceMark { version } => {
+                if let Some(room) = room_of_channel(channel) {
+                    self.presence_seen(room, version);
                 }
             }
             Envelope::UserEvent { user_id, message } => {
@@ -178,12 +192,33 @@ impl Inner {
     }
 
     fn volatile(&self, room_id: &str, message: ServerMessage, exclude_user: Option<Arc<str>>) {
-        let event = RoomEvent {
-            frame: Arc::new(SharedFrame::new(message)),
-            durable: None,
-            exclude_user,
-        };
+        let event = RoomEvent::volatile(Arc::new(SharedFrame::new(message)), exclude_user);
         self.sink.room_event(room_id, &event);
+    }
+
+    fn presence_change(
+        &self,
+        room_id: &str,
+        version: u64,
+        message: ServerMessage,
+        exclude_user: Option<Arc<str>>,
+    ) {
+        let event = RoomEvent {
+            presence: Some(version),
+            ..RoomEvent::volatile(Arc::new(SharedFrame::new(message)), exclude_user)
+        };
+        // Delivered before it is marked seen: a join waiting for it finds it in its buffer.
+        self.sink.room_event(room_id, &event);
+        self.presence_seen(room_id, version);
+    }
+
+    /// Notes how far the room's presence changes have reached this node, for
+    /// [`presence::join`](super::presence::join) to wait on.
+    fn presence_seen(&self, room_id: &str, version: u64) {
+        if let Some(track) = lock(&self.rooms).get_mut(room_id) {
+            track.presence = track.presence.max(version);
+        }
+        self.presence_reached.notify_waiters();
     }
 
     async fn durable(&self, room_id: &str, seq: u64, epoch: &str, message: ServerMessage) {
@@ -262,6 +297,7 @@ impl Inner {
             frame,
             durable: Some((seq, epoch)),
             exclude_user: None,
+            presence: None,
         };
         self.sink.room_event(room_id, &event);
     }

@@ -5,8 +5,10 @@
 //! | kind | fields | published by |
 //! |---|---|---|
 //! | `D` durable | seq, epoch, ts, body (seq and ts are filled in on receipt) | the publish script; also the history stream entry |
-//! | `V` volatile | origin node instance (empty: none), excluded user (empty: none), body | a node; presence-join envelopes built by a node, published by a script |
-//! | `L` presence leave | user | the presence scripts |
+//! | `V` volatile | origin node instance (empty: none), excluded user (empty: none), body | a node |
+//! | `J` presence join | version, then a `V` envelope built by the node | the presence script |
+//! | `L` presence leave | version, user | the presence script |
+//! | `B` presence mark | version (nothing changed: where a join's snapshot stands) | the presence script |
 //! | `U` user event | user, body | a node |
 //! | `X` user disconnect | user, reason | a node |
 //! | `C` canary | nonce | a node, to its own channel |
@@ -25,8 +27,17 @@ pub(crate) enum Envelope {
         exclude_user: Option<String>,
         message: ServerMessage,
     },
+    PresenceJoin {
+        version: u64,
+        exclude_user: Option<String>,
+        message: ServerMessage,
+    },
     PresenceLeave {
+        version: u64,
         user_id: String,
+    },
+    PresenceMark {
+        version: u64,
     },
     UserEvent {
         user_id: String,
@@ -157,7 +168,28 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
                 message: f.message()?,
             }
         }
-        b'L' => Envelope::PresenceLeave { user_id: f.text()? },
+        b'J' => {
+            let version = f.number()?;
+            match decode(f.0)? {
+                Envelope::Volatile {
+                    exclude_user,
+                    message,
+                    ..
+                } => Envelope::PresenceJoin {
+                    version,
+                    exclude_user,
+                    message,
+                },
+                _ => return Err(EnvelopeError("a join holds a volatile envelope".into())),
+            }
+        }
+        b'L' => Envelope::PresenceLeave {
+            version: f.number()?,
+            user_id: f.text()?,
+        },
+        b'B' => Envelope::PresenceMark {
+            version: f.number()?,
+        },
         b'U' => Envelope::UserEvent {
             user_id: f.text()?,
             message: f.message()?,
@@ -222,6 +254,45 @@ mod tests {
             }
         );
         assert_eq!(decode(&canary(42)).unwrap(), Envelope::Canary { nonce: 42 });
+    }
+
+    #[test]
+    fn presence_changes_carry_their_version() {
+        let join = ServerMessage::PresenceJoin {
+            room_id: "r".into(),
+            member: switchyard_protocol::Member {
+                user_id: "u".into(),
+                name: None,
+                avatar: None,
+                joined_at: 1,
+            },
+        };
+        // What the presence script publishes: 'J' .. f(version) .. the node's envelope.
+        let mut bytes = vec![b'J'];
+        field(&mut bytes, b"1795667667820123");
+        bytes.extend(volatile("", Some("u"), &join));
+        assert_eq!(
+            decode(&bytes).unwrap(),
+            Envelope::PresenceJoin {
+                version: 1_795_667_667_820_123,
+                exclude_user: Some("u".into()),
+                message: join
+            }
+        );
+        let mut bytes = vec![b'L'];
+        field(&mut bytes, b"7");
+        field(&mut bytes, b"u");
+        assert_eq!(
+            decode(&bytes).unwrap(),
+            Envelope::PresenceLeave {
+                version: 7,
+                user_id: "u".into()
+            }
+        );
+        let mut bytes = vec![b'J'];
+        field(&mut bytes, b"8");
+        bytes.extend(canary(1));
+        assert!(decode(&bytes).is_err(), "a join holds a volatile envelope");
     }
 
     #[test]

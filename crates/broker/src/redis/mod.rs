@@ -43,7 +43,7 @@ use switchyard_protocol::{Member, Ref, ServerMessage, SharedFrame};
 
 use crate::{
     lock, new_epoch, temp_id_key, Broker, BrokerError, DurableDraft, EventSink, HistoryPage,
-    PresenceConn, Published, RoomEvent, UserEvent, IDEMPOTENCY_TTL_S,
+    PresenceConn, PresenceSnapshot, Published, RoomEvent, UserEvent, IDEMPOTENCY_TTL_S,
 };
 use channels::Channels;
 use presence::LocalPresence;
@@ -119,6 +119,8 @@ pub(crate) struct Inner {
     /// Rooms whose gap could not be filled yet (Redis did not answer): retried by the
     /// receive task. At most one entry per tracked room.
     behind: Mutex<HashSet<Arc<str>>>,
+    /// Woken whenever a room's received presence version moves.
+    presence_reached: tokio::sync::Notify,
     presence: LocalPresence,
     scripts: Scripts,
     started: Instant,
@@ -132,6 +134,8 @@ struct Track {
     refs: usize,
     seq: Option<u64>,
     epoch: Option<Arc<str>>,
+    /// The newest presence version received (a change or a mark).
+    presence: u64,
 }
 
 struct Scripts {
@@ -288,6 +292,7 @@ impl RedisBroker {
             volatile,
             rooms: Mutex::default(),
             behind: Mutex::default(),
+            presence_reached: tokio::sync::Notify::new(),
             scripts: Scripts {
                 publish: lua!("lua/publish.lua"),
                 history: lua!("lua/history.lua"),
@@ -600,11 +605,7 @@ impl Broker for RedisBroker {
         let inner = &self.inner;
         let payload = envelope::volatile(&inner.instance, exclude_user.as_deref(), &message);
         // This node's subscribers get it at once, Redis or not; other nodes through Redis.
-        let event = RoomEvent {
-            frame: Arc::new(SharedFrame::new(message)),
-            durable: None,
-            exclude_user,
-        };
+        let event = RoomEvent::volatile(Arc::new(SharedFrame::new(message)), exclude_user);
         inner.sink.room_event(room_id, &event);
         let queued = inner.client.is_connected()
             && inner
@@ -702,7 +703,7 @@ impl Broker for RedisBroker {
         room_id: &str,
         conn: &PresenceConn,
         member: Member,
-    ) -> Result<Vec<Member>, BrokerError> {
+    ) -> Result<PresenceSnapshot, BrokerError> {
         presence::join(&self.inner, room_id, conn, member).await
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use switchyard_protocol::{Member, ServerMessage};
 
 use super::{envelope, room_channel, room_key, Inner};
-use crate::{lock, sort_members, BrokerError, PresenceConn};
+use crate::{lock, sort_members, BrokerError, PresenceConn, PresenceSnapshot};
 
 /// Entries refreshed per script call (a room with more local connections takes several).
 const HEARTBEAT_BATCH: usize = 256;
@@ -77,6 +77,7 @@ fn keys(room_id: &str) -> Vec<String> {
         room_key(room_id, "presence:members"),
         room_channel(room_id),
         room_key(room_id, "meta"),
+        room_key(room_id, "presence:version"),
     ]
 }
 
@@ -84,9 +85,8 @@ fn entry_of(conn: &PresenceConn) -> Bytes {
     Bytes::from(format!("{} {}", conn.connection_id, conn.user_id))
 }
 
-fn members_of(reply: Value) -> Result<Vec<Member>, BrokerError> {
-    let mut members = reply
-        .into_array()
+fn members_of(values: Vec<Value>) -> Result<Vec<Member>, BrokerError> {
+    let mut members = values
         .into_iter()
         .map(|v| {
             v.as_str()
@@ -103,7 +103,7 @@ pub(super) async fn join(
     room_id: &str,
     conn: &PresenceConn,
     member: Member,
-) -> Result<Vec<Member>, BrokerError> {
+) -> Result<PresenceSnapshot, BrokerError> {
     let user = conn.user_id.to_string();
     let join = ServerMessage::PresenceJoin {
         room_id: room_id.to_owned(),
@@ -129,15 +129,57 @@ pub(super) async fn join(
         .entry(Arc::from(room_id))
         .or_default()
         .insert(conn.connection_id.clone(), entry);
-    match inner
+    let reply = match inner
         .eval(&inner.scripts.presence, keys(room_id), args)
         .await
     {
-        Ok(reply) => members_of(reply),
+        Ok(reply) => reply.into_array(),
         Err(e) => {
             forget(presence, room_id, conn);
-            Err(e)
+            return Err(e);
         }
+    };
+    let mut values = reply.into_iter();
+    let version = values
+        .next()
+        .and_then(|v| v.as_str().and_then(|s| s.parse::<u64>().ok()))
+        .ok_or_else(|| BrokerError::Internal("presence script answered no version".into()))?;
+    let members = members_of(values.collect())?;
+    wait_until_received(inner, room_id, version).await;
+    Ok(PresenceSnapshot { members, version })
+}
+
+/// How long a join waits for the room's presence changes up to its snapshot to reach the
+/// node. Past it (pub/sub is broken or far behind) the join goes on, and the joining
+/// connection may see a change its snapshot already holds.
+const PRESENCE_CATCH_UP: Duration = Duration::from_secs(1);
+
+/// Waits until every presence change up to `version` (or the script's mark) has come through
+/// the room's channel: pub/sub keeps one channel's order, so nothing older can follow.
+async fn wait_until_received(inner: &Inner, room_id: &str, version: u64) {
+    let received = || {
+        lock(&inner.rooms)
+            .get(room_id)
+            .is_none_or(|track| track.presence >= version)
+    };
+    let wait = async {
+        loop {
+            let notified = inner.presence_reached.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if received() {
+                return;
+            }
+            notified.await;
+        }
+    };
+    if tokio::time::timeout(PRESENCE_CATCH_UP, wait).await.is_err() {
+        metrics::counter!("switchyard_broker_presence_catch_up_timeouts_total").increment(1);
+        tracing::debug!(
+            room = room_id,
+            version,
+            "presence changes were slow to arrive"
+        );
     }
 }
 
@@ -170,7 +212,8 @@ pub(super) async fn members(inner: &Inner, room_id: &str) -> Result<Vec<Member>,
     members_of(
         inner
             .eval(&inner.scripts.presence, keys(room_id), args)
-            .await?,
+            .await?
+            .into_array(),
     )
 }
 

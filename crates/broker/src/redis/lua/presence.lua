@@ -1,7 +1,28 @@
 -- Cluster-wide presence of a room. KEYS: 1 entries (zset: "<connection> <user>" scored by
 -- expiry, ms), 2 counts (hash: user -> live connections), 3 members (hash: user -> member
--- JSON), 4 room channel, 5 the room's meta (its seq and epoch, kept alive while served). The first connection of a user publishes its join envelope (built by
+-- JSON), 4 room channel, 5 the room's meta (its seq and epoch, kept alive while served),
+-- 6 the presence version. The first connection of a user publishes its join envelope (built by
 -- the node); the last one to go (left, or expired because its node died) publishes a leave.
+--
+-- Every change gets a version, larger than any before it in the room: the Redis clock in
+-- microseconds, or the last version + 1 if that is larger, so it keeps growing when the
+-- version key is lost. A `join` returns the members with the version they are current at.
+
+local function version_text(v)
+  return string.format('%.0f', v)
+end
+
+local function current_version()
+  return tonumber(redis.call('GET', KEYS[6]) or '0')
+end
+
+local function next_version()
+  local t = redis.call('TIME')
+  local v = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]), current_version() + 1)
+  redis.call('SET', KEYS[6], version_text(v), 'PX', ARGV[3])
+  return version_text(v)
+end
+
 local function drop(entry)
   if redis.call('ZREM', KEYS[1], entry) == 0 then
     return
@@ -11,7 +32,7 @@ local function drop(entry)
   if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
     redis.call('HDEL', KEYS[2], user)
     redis.call('HDEL', KEYS[3], user)
-    redis.call('SPUBLISH', KEYS[4], 'L' .. f(user))
+    redis.call('SPUBLISH', KEYS[4], 'L' .. f(next_version()) .. f(user))
   end
 end
 
@@ -27,13 +48,13 @@ local function add(entry, user, member, join_envelope, expiry)
   if redis.call('ZADD', KEYS[1], expiry, entry) == 1 then
     if redis.call('HINCRBY', KEYS[2], user, 1) == 1 then
       redis.call('HSET', KEYS[3], user, member)
-      redis.call('SPUBLISH', KEYS[4], join_envelope)
+      redis.call('SPUBLISH', KEYS[4], 'J' .. f(next_version()) .. join_envelope)
     end
   end
 end
 
 local function keep(key_ttl_ms)
-  for i = 1, 3 do
+  for _, i in ipairs({1, 2, 3, 6}) do
     redis.call('PEXPIRE', KEYS[i], key_ttl_ms)
   end
 end
@@ -44,6 +65,7 @@ end
 local op = ARGV[1]
 local now = now_ms()
 local expiry = now + tonumber(ARGV[2])
+local before = current_version()
 if op == 'join' then
   add(ARGV[5], ARGV[6], ARGV[7], ARGV[8], expiry)
   keep(ARGV[3])
@@ -58,7 +80,18 @@ elseif op == 'heartbeat' then
   redis.call('EXPIRE', KEYS[5], ARGV[4])
 end
 sweep(now)
-if op == 'join' or op == 'members' then
+if op == 'join' then
+  local version = current_version()
+  if version == before then
+    -- Nothing published: a mark tells the joining node when every change up to the version
+    -- has reached it (pub/sub keeps the order of one channel).
+    redis.call('SPUBLISH', KEYS[4], 'B' .. f(version_text(version)))
+  end
+  local reply = redis.call('HVALS', KEYS[3])
+  table.insert(reply, 1, version_text(version))
+  return reply
+end
+if op == 'members' then
   return redis.call('HVALS', KEYS[3])
 end
 return {}
