@@ -1,185 +1,179 @@
-//! `switchyard-loadgen`: load scenarios against Switchyard nodes on this machine.
-//!
-//! Scenario `idle`: opens N connections that join nothing and only answer heartbeats, and
-//! reports the node's resident memory per connection (RSS after minus RSS before, divided by
-//! N), read from `/proc/PID/status`. Targets loopback addresses only.
+//! `switchyard-loadgen`: load scenarios against Switchyard nodes, or the Socket.IO baseline, on
+//! this machine. Every run is bounded in connections and time and targets loopback only. See
+//! `load-tests/README.md` and `BENCHMARKS.md`.
+
+mod args;
+mod auth;
+mod chart;
+mod compare;
+mod procs;
+mod scenario;
+mod stats;
+mod wire;
 
 use anyhow::{bail, Context, Result};
-use serde_json::json;
-use std::time::{Duration, Instant};
-use switchyard_client::{Client, ConnectError, ConnectOptions};
 
-struct IdleArgs {
-    url: String,
-    connections: usize,
-    pid: u32,
-    secret: Option<String>,
-    hold: Duration,
-}
+use args::{check_loopback, Flags};
+use scenario::rooms::{RoomLoad, Shape};
+use scenario::Common;
 
-const USAGE: &str = "usage: switchyard-loadgen idle --pid PID [--connections N (1000)] [--url ws://127.0.0.1:8080/ws] \
-                     [--secret HS256_SECRET (else tokens come from /dev/token)] [--hold-secs S (5)]";
-/// Connections opened before the baseline is read, so allocator warm-up is not counted.
-const WARMUP_CONNECTIONS: usize = 100;
-/// Most connections one run may open (the open-file limit is the real bound).
-const MAX_CONNECTIONS: usize = 100_000;
+const HELP: &str = "\
+usage: switchyard-loadgen SCENARIO [--flag value]...
 
-fn parse_idle(mut args: impl Iterator<Item = String>) -> Result<IdleArgs> {
-    let mut a = IdleArgs {
-        url: "ws://127.0.0.1:8080/ws".into(),
-        connections: 1000,
-        pid: 0,
-        secret: None,
-        hold: Duration::from_secs(5),
+scenarios:
+  fanout           R rooms x M members, P publishers per room at --rate msg/s in total
+                   (defaults: 1 room x 1000 members, 4 publishers, 2000 msg/s)
+  chat             many small rooms where every member talks, with acks
+                   (defaults: 100 rooms x 10 members, all publishing, 1000 msg/s)
+  cursors          high-frequency cursor moves (defaults: 20 rooms x 10, 2 movers, 2000/s)
+  presence-churn   members join and leave over and over while others watch
+                   (--rooms 10 --watchers 10 --churners 5)
+  idle             --connections N held open; the node's RSS per connection (--pids PID)
+  reconnect-storm  --clients N over the nodes; the first node (--kill-pid) is killed after
+                   --after S; time until all resumed, and any loss (--signal kill|term)
+  compare A.json B.json [--out FILE.md]   a side-by-side table of two results
+
+common flags:
+  --dialect switchyard|socketio   (switchyard)
+  --urls ws://127.0.0.1:8080,...  node base URLs, connections spread round-robin
+  --secret S       sign HS256 tokens (else they come from each node's /dev/token)
+  --pids P1,P2     server processes whose CPU time (and, for idle, memory) is measured
+  --redis-pid P    Redis, to report its CPU too
+  --duration S (10) --warmup S (2) --drain S (5)
+  --out FILE.json  write the result there (else stdout); --chart FILE.png beside it
+  --threads N (2)  load generator worker threads
+limits: at most 50,000 connections and 600 s per run; loopback addresses only.";
+
+const MAX_CONNECTIONS: usize = 50_000;
+const MAX_SECONDS: f64 = 600.0;
+
+fn main() -> Result<()> {
+    let mut argv = std::env::args().skip(1);
+    let Some(scenario) = argv.next() else {
+        bail!("{HELP}");
     };
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        match flag.as_str() {
-            "--url" => a.url = value,
-            "--connections" => a.connections = value.parse().context("--connections")?,
-            "--pid" => a.pid = value.parse().context("--pid")?,
-            "--secret" => a.secret = Some(value),
-            "--hold-secs" => a.hold = Duration::from_secs(value.parse().context("--hold-secs")?),
-            _ => bail!("unknown flag {flag}\n{USAGE}"),
+    if matches!(scenario.as_str(), "help" | "--help" | "-h") {
+        println!("{HELP}");
+        return Ok(());
+    }
+    if scenario == "compare" {
+        return compare::main(argv);
+    }
+    let mut flags = Flags::parse(argv)?;
+    let threads: usize = flags.get("threads", 2)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.clamp(1, 64))
+        .enable_all()
+        .build()?
+        .block_on(run(&scenario, flags))
+}
+
+async fn run(scenario: &str, mut flags: Flags) -> Result<()> {
+    let dialect = flags.get("dialect", wire::Dialect::Switchyard)?;
+    let default_url = match dialect {
+        wire::Dialect::Switchyard => "ws://127.0.0.1:8080",
+        wire::Dialect::SocketIo => "ws://127.0.0.1:3000",
+    };
+    let urls = flags.list("urls", default_url);
+    for url in &urls {
+        check_loopback(url)?;
+    }
+    let pids = flags
+        .list("pids", "")
+        .iter()
+        .map(|p| p.parse::<u32>().with_context(|| format!("--pids {p}")))
+        .collect::<Result<Vec<_>>>()?;
+    let redis = flags
+        .opt("redis-pid")
+        .map(|p| p.parse())
+        .transpose()
+        .context("--redis-pid")?;
+    let common = Common {
+        dialect,
+        urls,
+        tokens: auth::Tokens::new(flags.opt("secret")),
+        watched: procs::Watched {
+            servers: pids,
+            redis,
+        },
+    };
+    common.watched.check()?;
+    let duration = flags.secs("duration", 10.0)?;
+    if duration.as_secs_f64() > MAX_SECONDS {
+        bail!("--duration: at most {MAX_SECONDS} s");
+    }
+    let out = flags.opt("out");
+    let chart = flags.opt("chart");
+    let connections = |n: usize| -> Result<usize> {
+        if n == 0 || n > MAX_CONNECTIONS {
+            bail!("at most {MAX_CONNECTIONS} connections per run (and at least one)");
         }
-    }
-    if a.pid == 0 {
-        bail!("--pid is required\n{USAGE}");
-    }
-    if a.connections == 0 || a.connections > MAX_CONNECTIONS {
-        bail!("--connections must be 1 to {MAX_CONNECTIONS}");
-    }
-    let host = a
-        .url
-        .trim_start_matches("ws://")
-        .split(['/', ':'])
-        .next()
-        .unwrap_or("");
-    if !(host.starts_with("127.") || host == "localhost" || host == "[::1]") {
-        bail!("--url must point at this machine (127.0.0.0/8, localhost or [::1])");
-    }
-    Ok(a)
-}
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?)
-}
-
-async fn token(args: &IdleArgs, http: &reqwest::Client, user: &str) -> Result<String> {
-    if let Some(secret) = &args.secret {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-            + 3600;
-        let claims = json!({"sub": user, "exp": exp});
-        return Ok(jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-        )?);
-    }
-    let base = args.url.replacen("ws://", "http://", 1).replace("/ws", "");
-    let res: serde_json::Value = http
-        .get(format!("{base}/dev/token?user={user}"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    res["token"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no token in /dev/token's answer")
-}
-
-/// Opens one connection, waiting out 429s; the connection then reads (answering pings) until the run ends.
-async fn open(
-    args: &IdleArgs,
-    http: &reqwest::Client,
-    i: usize,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let t = token(args, http, &format!("idle-{i}")).await?;
-    loop {
-        let opts = ConnectOptions {
-            token: Some(t.clone()),
-            ..Default::default()
-        };
-        match Client::connect(&args.url, opts).await {
-            Ok(mut c) => {
-                c.recv_timeout(Duration::from_secs(10))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("no welcome: {e}"))?;
-                return Ok(tokio::spawn(async move { while c.recv().await.is_ok() {} }));
+        Ok(n)
+    };
+    let result = match scenario {
+        "fanout" | "chat" | "cursors" => {
+            let (shape, rooms, members, publishers, rate) = match scenario {
+                "fanout" => (Shape::Fanout, 1, 1000, 4, 2000.0),
+                "chat" => (Shape::Chat, 100, 10, 10, 1000.0),
+                _ => (Shape::Cursors, 20, 10, 2, 2000.0),
+            };
+            let load = RoomLoad {
+                shape,
+                rooms: flags.get("rooms", rooms)?,
+                members: flags.get("members", members)?,
+                publishers: flags.get("publishers", publishers)?,
+                rate: flags.get("rate", rate)?,
+                duration,
+                warmup: flags.secs("warmup", 2.0)?,
+                drain: flags.secs("drain", 5.0)?,
+            };
+            connections(load.rooms * load.members)?;
+            flags.finish()?;
+            scenario::rooms::run(&common, load).await?
+        }
+        "presence-churn" => {
+            let rooms = flags.get("rooms", 10)?;
+            let watchers = flags.get("watchers", 10)?;
+            let churners = flags.get("churners", 5)?;
+            connections(rooms * (watchers + churners))?;
+            flags.finish()?;
+            scenario::churn::run(&common, rooms, watchers, churners, duration).await?
+        }
+        "idle" => {
+            let n = connections(flags.get("connections", 1000)?)?;
+            let hold = flags.secs("hold", 5.0)?;
+            flags.finish()?;
+            scenario::idle::run(&common, n, hold).await?
+        }
+        "reconnect-storm" => {
+            let storm = scenario::reconnect::Storm {
+                clients: connections(flags.get("clients", 1000)?)?,
+                rooms: flags.get("rooms", 10)?,
+                rate: flags.get("rate", 100.0)?,
+                after: flags.secs("after", 3.0)?,
+                duration,
+                kill_pid: flags.get("kill-pid", 0)?,
+                signal: flags.get("signal", "kill".to_owned())?,
+            };
+            if storm.kill_pid == 0 {
+                bail!("reconnect-storm: --kill-pid PID (the first node's process) is required");
             }
-            Err(ConnectError::Refused {
-                status: 429,
-                retry_after,
-                ..
-            }) => {
-                let secs: u64 = retry_after.and_then(|r| r.parse().ok()).unwrap_or(1);
-                tokio::time::sleep(Duration::from_secs(secs)).await;
+            if !matches!(storm.signal.as_str(), "kill" | "term") {
+                bail!("--signal: kill or term");
             }
-            Err(e) => bail!("connection {i}: {e}"),
+            flags.finish()?;
+            scenario::reconnect::run(&common, storm).await?
         }
+        other => bail!("unknown scenario {other}\n\n{HELP}"),
+    };
+    let text = serde_json::to_string_pretty(&result)?;
+    match &out {
+        Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {path}"))?,
+        None => println!("{text}"),
     }
-}
-
-async fn idle(args: IdleArgs) -> Result<()> {
-    let http = reqwest::Client::new();
-    let mut held = Vec::with_capacity(args.connections + WARMUP_CONNECTIONS);
-    for i in 0..WARMUP_CONNECTIONS {
-        held.push(open(&args, &http, i).await?);
+    if let Some(path) = chart {
+        chart::draw(&result, std::path::Path::new(&path))?;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = rss_kib(args.pid)?;
-    let started = Instant::now();
-    for i in WARMUP_CONNECTIONS..WARMUP_CONNECTIONS + args.connections {
-        held.push(open(&args, &http, i).await?);
-        if (i + 1) % 1000 == 0 {
-            eprintln!("  {} connections open", i + 1 - WARMUP_CONNECTIONS);
-        }
-    }
-    let opened_in = started.elapsed();
-    tokio::time::sleep(args.hold).await;
-    let after = rss_kib(args.pid)?;
-    let per = (after.saturating_sub(before)) as f64 * 1024.0 / args.connections as f64;
-    let result = json!({
-        "scenario": "idle",
-        "connections": args.connections,
-        "rss_before_kib": before,
-        "rss_after_kib": after,
-        "bytes_per_connection": per.round(),
-        "open_seconds": opened_in.as_secs_f64(),
-    });
-    println!("{result}");
-    eprintln!(
-        "idle: {} connections, {:.0} bytes ({:.2} KiB) of node RSS per connection",
-        args.connections,
-        per,
-        per / 1024.0
-    );
-    for task in held {
-        task.abort();
-    }
+    eprintln!("{}", compare::summary(&result));
     Ok(())
-}
-
-#[tokio::main]
-async fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        Some("idle") => idle(parse_idle(args)?).await,
-        _ => bail!("{USAGE}"),
-    }
 }

@@ -1,0 +1,96 @@
+//! What the measured processes cost: CPU time (user + system) and resident memory, read from
+//! `/proc` for the server processes named by `--pids` and for the load generator itself.
+
+use anyhow::{Context, Result};
+
+/// Clock ticks per second of `/proc/PID/stat` times (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU seconds a process has used so far (`pid` 0: this process).
+pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
+    let path = if pid == 0 {
+        "/proc/self/stat".to_owned()
+    } else {
+        format!("/proc/{pid}/stat")
+    };
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let after = &stat[stat.rfind(')').context("malformed stat")? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: f64 = fields
+        .get(11..13)
+        .context("short stat")?
+        .iter()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    Ok(ticks / TICKS_PER_SEC)
+}
+
+/// Resident memory of a process, in KiB.
+pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
+}
+
+/// CPU seconds of a set of processes, read together at one moment.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CpuSample {
+    pub(crate) servers: f64,
+    pub(crate) redis: f64,
+    pub(crate) loadgen: f64,
+}
+
+/// The processes a run measures.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Watched {
+    pub(crate) servers: Vec<u32>,
+    pub(crate) redis: Option<u32>,
+}
+
+impl Watched {
+    pub(crate) fn sample(&self) -> CpuSample {
+        let sum = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p).unwrap_or(0.0)).sum();
+        CpuSample {
+            servers: sum(&self.servers),
+            redis: self
+                .redis
+                .map(|p| cpu_seconds(p).unwrap_or(0.0))
+                .unwrap_or(0.0),
+            loadgen: cpu_seconds(0).unwrap_or(0.0),
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        for pid in self.servers.iter().chain(self.redis.iter()) {
+            cpu_seconds(*pid).with_context(|| format!("--pids/--redis-pid: no process {pid}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_process() {
+        let before = cpu_seconds(0).unwrap();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_seconds(0).unwrap() >= before);
+        assert!(rss_kib(std::process::id()).unwrap() > 0);
+    }
+}
