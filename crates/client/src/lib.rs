@@ -237,13 +237,25 @@ impl Client {
         }
     }
 
-    /// Closes with a code (1000 for a normal close).
-    pub async fn close(mut self, code: u16) {
+    /// Closes with a code (1000 for a normal close) and returns the code of the server's
+    /// answering close frame (`None` if the connection ended without one, within 5 s).
+    pub async fn close(mut self, code: u16) -> Option<u16> {
         let frame = CloseFrame {
             code: code.into(),
             reason: "".into(),
         };
-        let _ = self.ws.close(Some(frame)).await;
+        self.ws.close(Some(frame)).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(message)) = self.ws.next().await {
+                if let Message::Close(frame) = message {
+                    return frame.map(|f| u16::from(f.code));
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// The messages already received but not yet returned.

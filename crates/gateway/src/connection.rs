@@ -157,7 +157,13 @@ impl Session {
                             Message::Text(text) => self.on_frame(text.as_bytes(), false).await,
                             Message::Binary(bytes) => self.on_frame(&bytes, true).await,
                             Message::Ping(_) | Message::Pong(_) => {}
-                            Message::Close(_) => break,
+                            Message::Close(_) => {
+                                // tungstenite has queued the answering close frame; reading
+                                // once more writes it (a send would be refused now) and then
+                                // ends the stream.
+                                let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, stream.next()).await;
+                                break;
+                            }
                         }
                     }
                 },

@@ -1,7 +1,9 @@
 //! The accept loop: each TCP connection is served by hyper's HTTP/1 server with the limits that
 //! axum's own `serve` does not set. A client has `SWITCHYARD_HANDSHAKE_TIMEOUT_MS` to send a
 //! whole request head, from the moment it connects (or its previous response): one that
-//! dribbles its headers, or connects and says nothing (slow loris), is dropped. Upgraded
+//! dribbles its headers, or connects and says nothing (slow loris), is dropped (and counted as
+//! a refused handshake); a keep-alive connection idle that long after a request is closed
+//! (and not counted). Upgraded
 //! WebSockets leave this loop's care; their own heartbeat closes silent peers.
 
 use axum::body::Body;
@@ -11,6 +13,8 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +49,12 @@ pub async fn serve(
         let router = router.clone();
         let stop = stop.clone();
         connections.spawn(async move {
+            // Whether a request came: a timeout after one is an idle keep-alive connection
+            // closing, not a refused handshake.
+            let served = Arc::new(AtomicBool::new(false));
+            let seen = served.clone();
             let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                seen.store(true, Ordering::Relaxed);
                 let mut request = request.map(Body::new);
                 request.extensions_mut().insert(ConnectInfo(remote));
                 router.clone().oneshot(request)
@@ -58,6 +67,9 @@ pub async fn serve(
             let mut connection = pin!(connection);
             tokio::select! {
                 result = connection.as_mut() => match result {
+                    Err(e) if e.is_timeout() && served.load(Ordering::Relaxed) => {
+                        tracing::debug!(%remote, "idle keep-alive connection closed");
+                    }
                     Err(e) if e.is_timeout() => {
                         crate::metrics::connection_refused("handshake_timeout");
                         tracing::debug!(%remote, "no complete request head in time; dropped");

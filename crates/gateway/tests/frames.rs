@@ -227,3 +227,16 @@ async fn invalid_utf8_closes_with_1007() {
     assert!(found, "expected a close frame with 1007");
     node.stop().await;
 }
+
+/// A close from the client is answered with a close frame (RFC 6455, 5.5.1), not a dropped
+/// TCP connection.
+#[tokio::test]
+async fn a_client_close_is_answered() {
+    let node = Node::start(&[]).await;
+    let mut c = node.connect("closer").await;
+    join(&mut c, "r").await;
+    assert_eq!(c.close(1000).await, Some(1000));
+    let c = node.connect("closer-2").await;
+    assert_eq!(c.close(4000).await, Some(4000), "the code is echoed");
+    node.stop().await;
+}

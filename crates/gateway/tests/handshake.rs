@@ -442,10 +442,24 @@ async fn slow_loris_clients_are_dropped() {
         .unwrap();
     let (answer, _) = until_closed(&mut http).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let metrics = get_text(&node.http("/metrics")).await;
-    assert!(
-        metrics.contains(r#"reason="handshake_timeout""#),
-        "slow clients are counted"
-    );
+    let timeouts = || async {
+        let metrics = get_text(&node.http("/metrics")).await;
+        metrics
+            .lines()
+            .find(|l| l.contains(r#"reason="handshake_timeout""#))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(timeouts().await, 2.0, "the two slow clients are counted");
+
+    // A keep-alive connection left idle after its request is closed, and is not a refusal.
+    let mut idle = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = until_closed(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(timeouts().await, 2.0, "an idle keep-alive is not counted");
     node.stop().await;
 }
