@@ -39,7 +39,8 @@ common flags:
   --secret S       sign HS256 tokens (else they come from each node's /dev/token)
   --pids P1,P2     server processes whose CPU time (and, for idle, memory) is measured
   --redis-pid P    Redis, to report its CPU too
-  --duration S (10) --warmup S (2) --drain S (5)
+  --duration S (10) --warmup S (2)
+  --drain S (30)   after the last send, wait while deliveries still arrive (2 s stall ends it)
   --out FILE.json  write the result there (else stdout); --chart FILE.png beside it
   --threads N (2)  load generator worker threads
 limits: at most 50,000 connections and 600 s per run; loopback addresses only.";
@@ -125,7 +126,7 @@ async fn run(scenario: &str, mut flags: Flags) -> Result<()> {
                 rate: flags.get("rate", rate)?,
                 duration,
                 warmup: flags.secs("warmup", 2.0)?,
-                drain: flags.secs("drain", 5.0)?,
+                drain: flags.secs("drain", 30.0)?,
             };
             connections(load.rooms * load.members)?;
             flags.finish()?;

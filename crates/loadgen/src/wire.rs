@@ -174,7 +174,7 @@ impl Dialect {
             .to_string(),
             Dialect::SocketIo => format!(
                 "42{id}{}",
-                serde_json::json!(["message", {"room": room, "text": "m", "data": probe}])
+                serde_json::json!(["message", {"room": room, "tempId": id, "text": "m", "data": probe}])
             ),
         }
     }
@@ -273,7 +273,9 @@ fn parse_socketio(text: &str, out: &mut Received) {
                     ..Reply::default()
                 });
             } else {
-                out.acks.push((id, true));
+                // `[{"ok":true,...}]`: a refusal is `{"ok":false,"error":...}`.
+                let ok = !rest[digits..].contains("\"ok\":false");
+                out.acks.push((id, ok));
             }
         }
     }
@@ -336,10 +338,11 @@ mod tests {
             &mut r,
         );
         Dialect::SocketIo.parse("4312[{\"ok\":true}]", &mut r);
+        Dialect::SocketIo.parse("4313[{\"ok\":false,\"error\":\"bad_request\"}]", &mut r);
         Dialect::SocketIo.parse("430[]", &mut r);
         Dialect::SocketIo.parse("2", &mut r);
         assert_eq!(r.probes, vec![(Probe { p: 1, n: 2, t: 3 }, None)]);
-        assert_eq!(r.acks, vec![(12, true)]);
+        assert_eq!(r.acks, vec![(12, true), (13, false)]);
         assert_eq!(r.replies.len(), 1);
         assert!(r.ping);
     }

@@ -21,6 +21,9 @@ use crate::wire::{Dialect, Probe, Received, Ws};
 /// Messages a publisher may have sent without an ack before it stops sending (a bound on the
 /// table of send times; reaching it means the system is far behind).
 const MAX_IN_FLIGHT: usize = 50_000;
+/// The drain ends when nothing more arrived for this long.
+const STALLED: Duration = Duration::from_secs(2);
+
 /// How often publishers send what their rate allows: every message at low rates, in small
 /// bursts at high ones (a wake-up per publisher per tick is the load generator's cost).
 fn send_tick(rate: f64) -> Duration {
@@ -146,14 +149,25 @@ pub(crate) async fn run(common: &Common, load: RoomLoad) -> Result<serde_json::V
             .sum::<u64>()
             * receivers
     };
-    let drain_until = Instant::now() + load.drain;
+    // A system that fell behind keeps delivering for a while: wait as long as deliveries
+    // progress (up to --drain), so `lost` counts what never came, not what came late.
     let settled = |t: &Tally| {
         t.acks.load(Ordering::Relaxed) >= recorder.sent.load(Ordering::Relaxed)
             && t.unique.load(Ordering::Relaxed) >= expected(t)
     };
+    let drain_started = Instant::now();
+    let drain_until = drain_started + load.drain;
+    let mut progress = (tally.unique.load(Ordering::Relaxed), Instant::now());
     while load.shape != Shape::Cursors && !settled(&tally) && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = tally.unique.load(Ordering::Relaxed);
+        if now != progress.0 {
+            progress = (now, Instant::now());
+        } else if progress.1.elapsed() > STALLED {
+            break;
+        }
     }
+    let drained_s = drain_started.elapsed().as_secs_f64();
     ticker_stop.cancel();
     let _ = ticker.await;
     recorder.tick();
@@ -191,6 +205,7 @@ pub(crate) async fn run(common: &Common, load: RoomLoad) -> Result<serde_json::V
         "deliveries_expected": expected,
         "deliveries": unique,
         "duplicates": tally.duplicates.load(Ordering::Relaxed),
+        "drain_s": drained_s,
         "lost": if load.shape == Shape::Cursors { serde_json::Value::Null } else { lost.into() },
         "deliveries_per_sec": (window_deliveries as f64 / window).round(),
         "latency": latency,
@@ -315,10 +330,16 @@ impl Member {
         let mut slot = self.recorder.slot(self.index);
         let mut unique = 0;
         let mut duplicates = 0;
-        for (probe, _) in &got.probes {
+        for (probe, seq) in &got.probes {
             let last = last_seen.entry(probe.p).or_insert(0);
             if probe.n <= *last && self.shape != Shape::Cursors {
                 duplicates += 1;
+                if self.tally.duplicates.load(Ordering::Relaxed) < 5 {
+                    eprintln!(
+                        "  duplicate at member {}: publisher {} message {} (seq {:?}) after {}",
+                        self.index, probe.p, probe.n, seq, last
+                    );
+                }
                 continue;
             }
             *last = probe.n;
