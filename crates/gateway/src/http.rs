@@ -35,7 +35,11 @@ const HISTORY_MAX_LIMIT: usize = 1_000;
 /// buffer as it arrives (up to the frame limit).
 const READ_BUFFER_BYTES: usize = 1024;
 
-static DEMO_PAGE: &str = include_str!("../assets/demo.html");
+/// The demo app (React, `clients/typescript/demo`), built into `assets/demo/` and committed so
+/// that `cargo run` serves it with no npm on the machine; CI checks the build is up to date.
+static DEMO_PAGE: &str = include_str!("../assets/demo/index.html");
+static DEMO_JS: &str = include_str!("../assets/demo/demo.js");
+static DEMO_CSS: &str = include_str!("../assets/demo/demo.css");
 
 /// A JSON error response.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -300,6 +304,22 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Param {
 
 pub async fn demo_page() -> Html<&'static str> {
     Html(DEMO_PAGE)
+}
+
+pub async fn demo_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        DEMO_JS,
+    )
+        .into_response()
+}
+
+pub async fn demo_css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        DEMO_CSS,
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

@@ -152,6 +152,8 @@ pub fn router(app: Arc<App>) -> Router {
     if app.config.dev {
         router = router
             .route("/", get(http::demo_page))
+            .route("/demo.js", get(http::demo_js))
+            .route("/demo.css", get(http::demo_css))
             .route("/dev/token", get(http::dev_token));
     }
     router
