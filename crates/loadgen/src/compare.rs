@@ -9,7 +9,9 @@ pub(crate) fn summary(r: &Value) -> String {
     match r["scenario"].as_str() {
         Some("idle") => format!(
             "idle/{}: {} connections, {} bytes per connection",
-            r["dialect"], r["connections"], r["bytes_per_connection"]
+            r["dialect"].as_str().unwrap_or("?"),
+            r["connections"],
+            r["bytes_per_connection"]
         ),
         Some("presence-churn") => format!(
             "presence-churn: {} cycles/s, join p50 {} ms p99 {} ms, {} errors",

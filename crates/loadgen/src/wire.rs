@@ -25,6 +25,15 @@ pub(crate) enum Dialect {
     SocketIo,
 }
 
+impl std::fmt::Display for Dialect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dialect::Switchyard => "switchyard",
+            Dialect::SocketIo => "socket-io",
+        })
+    }
+}
+
 impl std::str::FromStr for Dialect {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

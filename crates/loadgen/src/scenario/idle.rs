@@ -54,7 +54,7 @@ pub(crate) async fn run(
     let after = rss_kib(pid)?;
     let per = after.saturating_sub(before) as f64 * 1024.0 / connections as f64;
     eprintln!(
-        "idle/{:?}: {connections} connections, {per:.0} bytes ({:.2} KiB) of node RSS per connection",
+        "idle/{}: {connections} connections, {per:.0} bytes ({:.2} KiB) of node RSS per connection",
         common.dialect,
         per / 1024.0
     );
