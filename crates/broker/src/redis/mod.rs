@@ -51,8 +51,19 @@ use presence::LocalPresence;
 /// A Redis command that has not answered in this long fails (the publish answers `unavailable`).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pub/sub messages fred may hold for the receive task before it lags (lag is counted, logged
-/// and repaired from the history streams).
-pub const BROADCAST_CAPACITY: usize = 65_536;
+/// and repaired from the history streams). fred allocates every event channel of a client at
+/// this size up front (about 8 MB each at 65,536), so only the subscriber gets it.
+pub const BROADCAST_CAPACITY: usize = 16_384;
+/// The command client's event channels (connection events only: it receives no pub/sub).
+const COMMAND_CLIENT_BROADCAST_CAPACITY: usize = 64;
+
+fn performance_config() -> PerformanceConfig {
+    PerformanceConfig {
+        default_command_timeout: COMMAND_TIMEOUT,
+        broadcast_channel_capacity: BROADCAST_CAPACITY,
+        ..PerformanceConfig::default()
+    }
+}
 /// How often a node publishes its canary.
 pub const CANARY_INTERVAL: Duration = Duration::from_secs(2);
 /// A node whose canary has not come back for this long is not ready and reconnects pub/sub.
@@ -233,11 +244,7 @@ impl RedisBroker {
         };
         // Keep trying when Redis is not up yet at start-up, as after any disconnect.
         fred_config.fail_fast = false;
-        let performance = PerformanceConfig {
-            default_command_timeout: COMMAND_TIMEOUT,
-            broadcast_channel_capacity: BROADCAST_CAPACITY,
-            ..PerformanceConfig::default()
-        };
+        let performance = performance_config();
         let connection = ConnectionConfig {
             connection_timeout: COMMAND_TIMEOUT,
             internal_command_timeout: COMMAND_TIMEOUT,
@@ -261,12 +268,16 @@ impl RedisBroker {
             .set_performance_config(performance)
             .set_connection_config(connection)
             .set_policy(policy);
-        let client = builder
-            .build()
-            .map_err(|e| BrokerError::Internal(format!("Redis client: {e}")))?;
         let subscriber = builder
             .build_subscriber_client()
             .map_err(|e| BrokerError::Internal(format!("Redis subscriber: {e}")))?;
+        builder.set_performance_config(PerformanceConfig {
+            broadcast_channel_capacity: COMMAND_CLIENT_BROADCAST_CAPACITY,
+            ..performance_config()
+        });
+        let client = builder
+            .build()
+            .map_err(|e| BrokerError::Internal(format!("Redis client: {e}")))?;
 
         let instance = format!(
             "{}/{}",
