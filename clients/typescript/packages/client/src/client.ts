@@ -59,6 +59,12 @@ export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'dis
 /** Returns the token for the next handshake. Called on every connect and reconnect. */
 export type TokenProvider = () => string | Promise<string>;
 
+/**
+ * Returns the gateway URL for the next handshake (e.g. the next node of a list, or one from
+ * service discovery). Called on every connect and reconnect.
+ */
+export type UrlProvider = () => string | URL | Promise<string | URL>;
+
 /** A successful ack: what {@link SwitchyardClient.sendMessage} and `publish` resolve with. */
 export type Ack = AckSuccess;
 
@@ -177,8 +183,13 @@ export interface SwitchyardClientOptions {
   /**
    * The gateway's WebSocket endpoint, e.g. `wss://rt.example.com/ws`. `http(s):` URLs are turned
    * into `ws(s):`; in a browser a relative URL (`/ws`) is resolved against the page.
+   *
+   * Or a function returning one (sync or async), called before every (re)connect, like `token`:
+   * with several nodes and no load balancer in front of them, it can pick another node when
+   * one is gone. When it throws (or returns an invalid URL), the attempt fails and is retried
+   * with backoff.
    */
-  url: string | URL;
+  url: string | URL | UrlProvider;
   /** A JWT, or a function returning one (sync or async), called before every (re)connect. */
   token: string | TokenProvider;
   /**
@@ -360,7 +371,7 @@ export class SwitchyardClient {
   private readonly options: Required<
     Omit<SwitchyardClientOptions, 'WebSocket' | 'logger' | 'reconnect' | 'url' | 'token' | 'onHandlerError'>
   >;
-  private readonly url: URL;
+  private readonly urlSource: URL | UrlProvider;
   private readonly tokenSource: string | TokenProvider;
   private readonly WebSocketImpl: WebSocketConstructor | undefined;
   private readonly logger: ClientLogger | undefined;
@@ -404,7 +415,8 @@ export class SwitchyardClient {
     if (!options || (typeof options.token !== 'string' && typeof options.token !== 'function')) {
       throw new TypeError('SwitchyardClient: `token` must be a string or a function returning one');
     }
-    this.url = resolveUrl(options.url);
+    // A fixed URL is checked now (a TypeError for a bad one); a provider's on every connect.
+    this.urlSource = typeof options.url === 'function' ? options.url : resolveUrl(options.url);
     this.tokenSource = options.token;
     this.emitter = new Emitter<ClientEventMap>(options.onHandlerError);
     this.WebSocketImpl = options.WebSocket;
@@ -750,6 +762,17 @@ export class SwitchyardClient {
       welcome: undefined,
     });
 
+    let endpoint: URL;
+    try {
+      endpoint = typeof this.urlSource === 'function' ? resolveUrl(await this.urlSource()) : this.urlSource;
+    } catch (cause) {
+      if (generation !== this.generation) return;
+      this.log('warn', 'URL provider failed', cause);
+      this.retryLater(new SwitchyardError('connection_lost', `could not get the gateway URL: ${describe(cause)}`, { cause }));
+      return;
+    }
+    if (generation !== this.generation || !this.wanted) return;
+
     let token: string;
     try {
       const value = typeof this.tokenSource === 'function' ? await this.tokenSource() : await this.tokenSource;
@@ -777,7 +800,7 @@ export class SwitchyardClient {
       });
       return;
     }
-    const url = new URL(this.url.href);
+    const url = new URL(endpoint.href);
     url.searchParams.set('token', token);
     let socket: WebSocketLike;
     try {

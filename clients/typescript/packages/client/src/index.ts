@@ -23,6 +23,7 @@ export type {
   StateChangeEvent,
   SwitchyardClientOptions,
   TokenProvider,
+  UrlProvider,
 } from './client.js';
 export { SwitchyardError, isSwitchyardError } from './errors.js';
 export type { ClientErrorCode, SwitchyardErrorCode, SwitchyardErrorDetails } from './errors.js';

@@ -296,6 +296,58 @@ describe('connection', () => {
       c.disconnect();
     });
   });
+
+  it('calls a URL provider on every connect, e.g. to try the next node', async () => {
+    const nodes = ['ws://node-a.test/ws', 'http://node-b.test/ws'];
+    let n = 0;
+    const url = vi.fn(async () => nodes[n++ % nodes.length]!);
+    const c = makeClient({ url, reconnect: { jitter: 0 } });
+    expect(url).not.toHaveBeenCalled(); // the constructor has no side effects
+    c.connect();
+    await advance(0);
+    expect(c.state).toBe('connected');
+    server.close(1011, 'node gone');
+    await advance(1000);
+    expect(c.state).toBe('connected');
+    expect(url).toHaveBeenCalledTimes(2);
+    expect(server.sockets.map((s) => s.url.replace(/\?.*$/, ''))).toEqual(['ws://node-a.test/ws', 'ws://node-b.test/ws']);
+    expect(server.sockets.every((s) => s.token === 'tok')).toBe(true);
+  });
+
+  it('retries with backoff when the URL provider fails or gives an invalid URL', async () => {
+    const answers: Array<() => string> = [
+      () => {
+        throw new Error('discovery down');
+      },
+      () => 'ftp://nope.test/ws',
+      () => 'ws://ok.test/ws',
+    ];
+    let calls = 0;
+    const c = makeClient({ reconnect: { jitter: 0 }, url: () => answers[calls++]!() });
+    c.connect();
+    await advance(0);
+    expect(c.state).toBe('reconnecting');
+    expect(c.getSnapshot().lastError).toMatchObject({ code: 'connection_lost' });
+    expect(c.getSnapshot().lastError?.message).toMatch(/discovery down/);
+    await advance(1000);
+    expect(c.state).toBe('reconnecting');
+    expect(c.getSnapshot().lastError?.message).toMatch(/scheme must be ws/);
+    await advance(2000);
+    expect(c.state).toBe('connected');
+    expect(server.sockets).toHaveLength(1);
+    expect(server.socket!.url.startsWith('ws://ok.test/ws?token=')).toBe(true);
+  });
+
+  it('does not open a socket when disconnected while the URL is fetched', async () => {
+    let release!: (u: string) => void;
+    const c = makeClient({ url: () => new Promise<string>((r) => (release = r)) });
+    c.connect();
+    c.disconnect();
+    release('ws://late.test/ws');
+    await advance(0);
+    expect(server.sockets).toHaveLength(0);
+    expect(c.state).toBe('disconnected');
+  });
 });
 
 describe('acks and the offline queue', () => {
