@@ -102,28 +102,30 @@ impl Client {
                 headers.append(name, header(value));
             }
         }
-        let (ws, response) = match tokio_tungstenite::connect_async(request).await {
-            Ok(ok) => ok,
-            Err(tungstenite::Error::Http(response)) => {
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let body = response
-                    .body()
-                    .as_deref()
-                    .and_then(|b| serde_json::from_slice(b).ok())
-                    .unwrap_or(Value::Null);
-                return Err(ConnectError::Refused {
-                    status,
-                    body,
-                    retry_after,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
+        // Nagle off, as on the server: small frames go out at once.
+        let (ws, response) =
+            match tokio_tungstenite::connect_async_with_config(request, None, true).await {
+                Ok(ok) => ok,
+                Err(tungstenite::Error::Http(response)) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let body = response
+                        .body()
+                        .as_deref()
+                        .and_then(|b| serde_json::from_slice(b).ok())
+                        .unwrap_or(Value::Null);
+                    return Err(ConnectError::Refused {
+                        status,
+                        body,
+                        retry_after,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
         let protocol = response
             .headers()
             .get("sec-websocket-protocol")

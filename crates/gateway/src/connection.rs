@@ -806,14 +806,24 @@ async fn write_loop(
     ));
     tokio::pin!(expiry);
     let mut batch = Vec::new();
+    let mut last_write = tokio::time::Instant::now() - config.batch_delay;
     loop {
         tokio::select! {
             biased;
             _ = conn.cancel.cancelled() => break,
             _ = conn.queue.notified() => {
-                if !config.batch_delay.is_zero() {
-                    tokio::time::sleep(config.batch_delay).await;
+                // Write coalescing: a busy connection writes at most once per `batch_delay`,
+                // so what arrives meanwhile shares one frame and one system call. The first
+                // message after a pause goes at once.
+                let next = last_write + config.batch_delay;
+                if next > tokio::time::Instant::now() {
+                    tokio::select! {
+                        biased;
+                        _ = conn.cancel.cancelled() => break,
+                        _ = tokio::time::sleep_until(next) => {}
+                    }
                 }
+                last_write = tokio::time::Instant::now();
                 if write_queued(&conn, &mut sink, &mut batch, config.batch_max).await.is_err() {
                     conn.close(close::GOING_AWAY, "write failed");
                     break;
@@ -880,8 +890,8 @@ async fn write_queued(
 }
 
 /// One frame from queued messages: the message itself, or an array of them. A single shared
-/// message is sent without a copy.
-fn build_frame(encoding: Encoding, batch: &[Payload]) -> Message {
+/// message is sent without a copy. Public for the benchmarks (`benches/hot_paths.rs`).
+pub fn build_frame(encoding: Encoding, batch: &[Payload]) -> Message {
     let bytes = if let [one] = batch {
         match one {
             Payload::Shared(frame) => frame.encoded(encoding).clone(),

@@ -121,7 +121,11 @@ impl Dialect {
             );
         }
         let (mut ws, _) =
-            tokio::time::timeout(REPLY_TIMEOUT, tokio_tungstenite::connect_async(request))
+            // Nagle off: a publisher's small frames must not wait for the peer's delayed ACK.
+            tokio::time::timeout(
+                REPLY_TIMEOUT,
+                tokio_tungstenite::connect_async_with_config(request, None, true),
+            )
                 .await
                 .context("handshake timed out")??;
         match self {
