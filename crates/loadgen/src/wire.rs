@@ -124,7 +124,11 @@ impl Dialect {
             // Nagle off: a publisher's small frames must not wait for the peer's delayed ACK.
             tokio::time::timeout(
                 REPLY_TIMEOUT,
-                tokio_tungstenite::connect_async_with_config(request, None, true),
+                tokio_tungstenite::connect_async_with_config(
+                    request,
+                    Some(switchyard_client::websocket_config()),
+                    true,
+                ),
             )
                 .await
                 .context("handshake timed out")??;
