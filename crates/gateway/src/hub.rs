@@ -143,7 +143,6 @@ impl ConnHandle {
         let Some(buffer) = syncing.remove(room_id) else {
             return;
         };
-        self.syncing_count.fetch_sub(1, Ordering::Release);
         for event in &buffer {
             let old = matches!((event.durable.as_ref(), floor), (Some((seq, _)), Some(floor)) if *seq <= floor)
                 || matches!((event.presence, presence_floor), (Some(v), Some(floor)) if v <= floor);
@@ -151,6 +150,10 @@ impl ConnHandle {
                 self.enqueue(event);
             }
         }
+        // Only now, with the buffer queued and the lock still held: a delivery that sees no
+        // sync in progress skips the lock and queues at once, so it must not overtake the
+        // buffer (it would put a newer message before older ones).
+        self.syncing_count.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -476,6 +479,57 @@ mod tests {
             c.close_reason().map(|r| r.0),
             Some(close::SLOW_CONSUMER),
             "a durable one closes with 4009"
+        );
+    }
+
+    /// The fan-out task delivers while the connection's own task opens and closes sync windows
+    /// (as every publish does): the queue must hold the seqs in order, each once.
+    #[test]
+    fn deliveries_racing_sync_windows_stay_in_order() {
+        const N: u64 = 100_000;
+        let hub = Arc::new(Hub::default());
+        let room: Arc<str> = Arc::from("r");
+        let c = Arc::new(ConnHandle::new(
+            Arc::from("1"),
+            Arc::from("a"),
+            Encoding::Json,
+            OutboundQueue::new(usize::MAX, Arc::new(AtomicI64::new(0))),
+        ));
+        hub.subscribe(&room, &c);
+        let fan_out = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                for seq in 1..=N {
+                    hub.room_event("r", &durable(seq));
+                }
+            })
+        };
+        let mut seen = Vec::with_capacity(N as usize);
+        let mut batch = Vec::new();
+        while seen.len() < N as usize {
+            c.begin_sync(&room);
+            std::hint::spin_loop();
+            c.end_sync("r", None, None);
+            batch.clear();
+            c.queue.drain_into(&mut batch, 1024, usize::MAX, c.encoding);
+            seen.extend(batch.iter().map(|p| match p {
+                Payload::Shared(frame) => match frame.message() {
+                    ServerMessage::RoomReset { seq, .. } => *seq,
+                    other => panic!("unexpected {other:?}"),
+                },
+                Payload::Encoded(_) => panic!("only room events are queued"),
+            }));
+            if fan_out.is_finished() && c.queue.is_empty() && seen.len() < N as usize {
+                break;
+            }
+        }
+        fan_out.join().unwrap();
+        let expected: Vec<u64> = (1..=N).collect();
+        assert!(
+            seen == expected,
+            "{} of {N} delivered; first out of order at index {:?}",
+            seen.len(),
+            seen.windows(2).position(|w| w[1] != w[0] + 1)
         );
     }
 
