@@ -52,7 +52,7 @@ settings! {
     "SWITCHYARD_HISTORY_TTL_S", "history-ttl-s", Some("600"), "how long durable messages are kept, in seconds";
     "SWITCHYARD_QUEUE_MAX", "queue-max", Some("1024"), "outbound queue bound per connection, in messages";
     "SWITCHYARD_BATCH_MAX", "batch-max", Some("128"), "most messages the server writes in one frame";
-    "SWITCHYARD_BATCH_DELAY_MS", "batch-delay-ms", Some("0"), "least time between two writes on a busy connection, to fill batches (0: write as soon as the socket is free)";
+    "SWITCHYARD_BATCH_DELAY_MS", "batch-delay-ms", Some("20"), "least time between two writes to a busy connection (over 2 messages per delay), so they fill batches; 0: always write at once";
     "SWITCHYARD_MAX_CONNECTIONS", "max-connections", Some("100000"), "connections per node; past it handshakes get 503";
     "SWITCHYARD_MAX_ROOMS_PER_CONNECTION", "max-rooms-per-connection", Some("100"), "rooms one connection may join or subscribe to";
     "SWITCHYARD_PRESENCE_TTL_S", "presence-ttl-s", Some("30"), "how long a dead node's presence entries live";

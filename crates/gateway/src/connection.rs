@@ -32,7 +32,7 @@ use crate::auth::Identity;
 use crate::config::RateBudget;
 use crate::hub::{close, ConnHandle};
 use crate::metrics::{self, metrics};
-use crate::outbound::Payload;
+use crate::outbound::{Coalescer, Payload};
 use crate::server::App;
 
 /// The server stops typing for a user after this long without a new `typing:start`.
@@ -806,27 +806,23 @@ async fn write_loop(
     ));
     tokio::pin!(expiry);
     let mut batch = Vec::new();
-    let mut last_write = tokio::time::Instant::now() - config.batch_delay;
+    let mut coalescer = Coalescer::new(config.batch_delay, Instant::now());
     loop {
         tokio::select! {
             biased;
             _ = conn.cancel.cancelled() => break,
             _ = conn.queue.notified() => {
-                // Write coalescing: a busy connection writes at most once per `batch_delay`,
-                // so what arrives meanwhile shares one frame and one system call. The first
-                // message after a pause goes at once.
-                let next = last_write + config.batch_delay;
-                if next > tokio::time::Instant::now() {
-                    tokio::select! {
-                        biased;
-                        _ = conn.cancel.cancelled() => break,
-                        _ = tokio::time::sleep_until(next) => {}
+                if let Some(at) = coalescer.write_at(Instant::now()) {
+                    if !coalesce(&conn, at).await {
+                        break;
                     }
                 }
-                last_write = tokio::time::Instant::now();
-                if write_queued(&conn, &mut sink, &mut batch, config.batch_max).await.is_err() {
-                    conn.close(close::GOING_AWAY, "write failed");
-                    break;
+                match write_queued(&conn, &mut sink, &mut batch, config.batch_max).await {
+                    Ok(messages) => coalescer.wrote(Instant::now(), messages),
+                    Err(_) => {
+                        conn.close(close::GOING_AWAY, "write failed");
+                        break;
+                    }
                 }
             }
             _ = heartbeat.tick() => {
@@ -866,20 +862,43 @@ async fn write_loop(
     let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
 }
 
-/// Writes everything queued, as frames of at most `batch_max` messages.
+/// Waits until `at` so that more messages share the next write, or less when the queue fills to
+/// half its bound (the wait must never make a client a slow consumer). False: the connection
+/// is closing.
+async fn coalesce(conn: &ConnHandle, at: Instant) -> bool {
+    let sleep = sleep_until(at);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            biased;
+            _ = conn.cancel.cancelled() => return false,
+            _ = &mut sleep => return true,
+            _ = conn.queue.notified() => {
+                if conn.queue.len() >= conn.queue.max() / 2 {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Writes everything queued, as frames of at most `batch_max` messages; returns how many
+/// messages were written.
 async fn write_queued(
     conn: &ConnHandle,
     sink: &mut SplitSink<WebSocket, Message>,
     batch: &mut Vec<Payload>,
     batch_max: usize,
-) -> Result<(), axum::Error> {
+) -> Result<usize, axum::Error> {
+    let mut written = 0;
     loop {
         batch.clear();
         conn.queue
             .drain_into(batch, batch_max, BATCH_MAX_BYTES, conn.encoding);
         if batch.is_empty() {
-            return Ok(());
+            return Ok(written);
         }
+        written += batch.len();
         let frame = build_frame(conn.encoding, batch);
         let m = metrics();
         m.frames_out.increment(1);

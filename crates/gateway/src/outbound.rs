@@ -16,8 +16,10 @@ use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use switchyard_protocol::{Encoding, ServerMessage, SharedFrame};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// Something queued for a connection.
 #[derive(Debug, Clone)]
@@ -295,9 +297,107 @@ fn evict_droppable(s: &mut State) -> bool {
     true
 }
 
+/// Write coalescing, the writer's policy for *when* to write. A connection that receives
+/// little is written to at once. A busy one (over the last [`Coalescer::WINDOW`], at least
+/// [`Coalescer::BUSY_MESSAGES_PER_DELAY`] messages per `delay`, or a whole window's worth of
+/// that rate in a burst) writes at most once per `delay`: what arrives meanwhile shares one frame and one system call, which is most of the
+/// cost of a delivery. A chat member (a few messages a second) never waits; a member of a room
+/// with hundreds of messages a second waits at most `delay` and receives them in batches.
+#[derive(Debug)]
+pub struct Coalescer {
+    delay: Duration,
+    last_write: Instant,
+    window_start: Instant,
+    window_messages: u64,
+    busy: bool,
+}
+
+impl Coalescer {
+    /// How far back the connection's rate is measured.
+    pub const WINDOW: Duration = Duration::from_millis(250);
+    /// A connection is busy when a wait of `delay` would batch at least this many messages.
+    pub const BUSY_MESSAGES_PER_DELAY: f64 = 2.0;
+
+    /// `delay` zero: never wait.
+    pub fn new(delay: Duration, now: Instant) -> Self {
+        Coalescer {
+            delay,
+            last_write: now,
+            window_start: now,
+            window_messages: 0,
+            busy: false,
+        }
+    }
+
+    /// When the writer, woken with something queued, may write: `None` for at once.
+    pub fn write_at(&self, now: Instant) -> Option<Instant> {
+        let at = self.last_write + self.delay;
+        (self.busy && at > now).then_some(at)
+    }
+
+    /// Records a write of `messages` messages at `now`.
+    pub fn wrote(&mut self, now: Instant, messages: usize) {
+        self.last_write = now;
+        self.window_messages += messages as u64;
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= Self::WINDOW {
+            self.busy = self.busy_rate(elapsed);
+            self.window_start = now;
+            self.window_messages = 0;
+        } else if !self.busy && self.busy_rate(Self::WINDOW) {
+            // A burst: a whole window's worth of a busy rate already.
+            self.busy = true;
+        }
+    }
+
+    /// Whether the window's messages, spread over `over`, are a busy rate.
+    fn busy_rate(&self, over: Duration) -> bool {
+        !self.delay.is_zero()
+            && self.window_messages as f64 * self.delay.as_secs_f64()
+                >= Self::BUSY_MESSAGES_PER_DELAY * over.as_secs_f64()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quiet_connection_is_written_at_once_and_a_busy_one_in_batches() {
+        let delay = Duration::from_millis(20);
+        let start = Instant::now();
+        let ms = |n: u64| start + Duration::from_millis(n);
+        let mut c = Coalescer::new(delay, start);
+        // 10 messages a second (a chat member): never waits.
+        for i in 1..=20 {
+            assert_eq!(c.write_at(ms(i * 100)), None);
+            c.wrote(ms(i * 100), 1);
+        }
+        // 1,000 a second: busy after one window, then at most one write per delay.
+        let mut t = 2_000;
+        for _ in 0..300 {
+            t += 1;
+            c.wrote(ms(t), 1);
+        }
+        assert_eq!(c.write_at(ms(t + 1)), Some(ms(t + 20)));
+        assert_eq!(c.write_at(ms(t + 25)), None, "the delay is over");
+        // A quiet spell: the first message after it goes at once.
+        assert_eq!(c.write_at(ms(t + 5_000)), None);
+        // After a quiet window, a burst is noticed before its window ends: 25 messages (a
+        // whole window at 2 per 20 ms) go at once, then the writes are spaced.
+        let mut b = Coalescer::new(delay, start);
+        for i in 0..25 {
+            assert_eq!(b.write_at(ms(i)), None, "message {i}");
+            b.wrote(ms(i), 1);
+        }
+        assert_eq!(b.write_at(ms(25)), Some(ms(24 + 20)));
+        // Zero delay: never waits, however busy.
+        let mut z = Coalescer::new(Duration::ZERO, start);
+        for i in 1..=1_000 {
+            z.wrote(ms(i), 5);
+        }
+        assert_eq!(z.write_at(ms(1_000)), None);
+    }
 
     fn cursor(user: &str, x: f64) -> Arc<SharedFrame> {
         Arc::new(SharedFrame::new(ServerMessage::CursorMove {

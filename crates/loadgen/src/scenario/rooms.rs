@@ -242,13 +242,17 @@ impl Member {
     }
 
     async fn run(self, mut ws: Ws) {
-        // Publishers spread over the tick (golden-ratio phases), not all at once.
+        // Publishers spread over the tick (golden-ratio phases), not all at once; and, below
+        // one message per tick, over the ticks too: each starts with a different fraction of a
+        // message in credit, so a thousand publishers at 1 msg/s do not all send on the same
+        // tenth tick (that made bursts of hundreds of messages once a second).
         let period = send_tick(self.rate);
-        let phase = period.mul_f64((self.index as f64 * 0.618_034).fract());
+        let spread = (self.index as f64 * 0.618_034).fract();
+        let phase = period.mul_f64(spread);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
-        let mut credit = 0.0f64;
+        let mut credit = spread;
         let mut n = 0u64;
         let mut in_flight: HashMap<u64, u64> = HashMap::new();
         let mut last_seen: HashMap<u32, u64> = HashMap::new();
