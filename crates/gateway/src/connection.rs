@@ -78,6 +78,9 @@ fn limiter(budget: RateBudget) -> DefaultDirectRateLimiter {
 
 /// Serves an upgraded socket until it closes.
 pub async fn serve(app: Arc<App>, socket: WebSocket, identity: Identity, encoding: Encoding) {
+    // Split before the first await: the socket moves to the heap now and is not also kept in
+    // this future's state (which every idle connection pays for).
+    let (sink, stream) = socket.split();
     let id: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
     let conn = Arc::new(ConnHandle::new(
         id.clone(),
@@ -113,7 +116,6 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, identity: Identity, encodin
     }
     tracing::debug!(parent: &span, "connected");
 
-    let (sink, stream) = socket.split();
     let expires_at = session.identity.expires_at;
     async {
         tokio::join!(
@@ -142,7 +144,7 @@ impl Session {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = sleep_until(typing_deadline.unwrap_or_else(far_future)), if typing_deadline.is_some() => {
-                    self.expire_typing().await;
+                    Box::pin(self.expire_typing()).await;
                 }
                 frame = stream.next() => match frame {
                     None => break,
@@ -154,14 +156,17 @@ impl Session {
                     Some(Ok(message)) => {
                         self.conn.last_seen_ms.store(self.app.elapsed_ms(), Ordering::Relaxed);
                         match message {
-                            Message::Text(text) => self.on_frame(text.as_bytes(), false).await,
-                            Message::Binary(bytes) => self.on_frame(&bytes, true).await,
+                            // Boxed: the handling of a message (a publish, a join) is a
+                            // large future, and held inline it would be part of every idle
+                            // connection's memory.
+                            Message::Text(text) => Box::pin(self.on_frame(text.as_bytes(), false)).await,
+                            Message::Binary(bytes) => Box::pin(self.on_frame(&bytes, true)).await,
                             Message::Ping(_) | Message::Pong(_) => {}
                             Message::Close(_) => {
                                 // tungstenite has queued the answering close frame; reading
                                 // once more writes it (a send would be refused now) and then
                                 // ends the stream.
-                                let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, stream.next()).await;
+                                let _ = Box::pin(tokio::time::timeout(CLOSE_REPLY_TIMEOUT, stream.next())).await;
                                 break;
                             }
                         }
@@ -169,13 +174,13 @@ impl Session {
                 },
             }
         }
-        self.leave_all().await;
+        Box::pin(self.leave_all()).await;
         if cancel.is_cancelled() {
             // The server closed: give the peer a moment to answer the close frame, so it reads
             // the close code before the TCP connection goes.
-            let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async {
+            let _ = Box::pin(tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async {
                 while stream.next().await.is_some() {}
-            })
+            }))
             .await;
         } else {
             self.conn.close(close::NORMAL, "");
@@ -805,7 +810,6 @@ async fn write_loop(
         (expires_at * 1000).saturating_sub(now_ms()),
     ));
     tokio::pin!(expiry);
-    let mut batch = Vec::new();
     let mut coalescer = Coalescer::new(config.batch_delay, Instant::now());
     loop {
         tokio::select! {
@@ -813,11 +817,13 @@ async fn write_loop(
             _ = conn.cancel.cancelled() => break,
             _ = conn.queue.notified() => {
                 if let Some(at) = coalescer.write_at(Instant::now()) {
-                    if !coalesce(&conn, at).await {
+                    if !Box::pin(coalesce(&conn, at)).await {
                         break;
                     }
                 }
-                match write_queued(&conn, &mut sink, &mut batch, config.batch_max).await {
+                // Boxed, like the reader's message handling: an idle connection keeps only
+                // what it needs to wait.
+                match Box::pin(write_queued(&conn, &mut sink, config.batch_max)).await {
                     Ok(messages) => coalescer.wrote(Instant::now(), messages),
                     Err(_) => {
                         conn.close(close::GOING_AWAY, "write failed");
@@ -843,16 +849,23 @@ async fn write_loop(
             }
         }
     }
+    Box::pin(close_writer(&conn, &mut sink, config.batch_max)).await;
+}
+
+/// The writer's last steps: flush what is queued (not for a slow consumer), then the close
+/// frame with the connection's close code.
+async fn close_writer(
+    conn: &ConnHandle,
+    sink: &mut SplitSink<WebSocket, Message>,
+    batch_max: usize,
+) {
     let (code, reason) = conn
         .close_reason()
         .cloned()
         .unwrap_or((close::NORMAL, String::new()));
     if code != close::SLOW_CONSUMER {
-        let _ = tokio::time::timeout(
-            CLOSE_FLUSH_TIMEOUT,
-            write_queued(&conn, &mut sink, &mut batch, config.batch_max),
-        )
-        .await;
+        let _ =
+            tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, write_queued(conn, sink, batch_max)).await;
     }
     conn.queue.close(true);
     let frame = CloseFrame {
@@ -883,23 +896,23 @@ async fn coalesce(conn: &ConnHandle, at: Instant) -> bool {
 }
 
 /// Writes everything queued, as frames of at most `batch_max` messages; returns how many
-/// messages were written.
+/// messages were written. The batch is allocated per call: an idle connection holds none.
 async fn write_queued(
     conn: &ConnHandle,
     sink: &mut SplitSink<WebSocket, Message>,
-    batch: &mut Vec<Payload>,
     batch_max: usize,
 ) -> Result<usize, axum::Error> {
     let mut written = 0;
+    let mut batch = Vec::new();
     loop {
         batch.clear();
         conn.queue
-            .drain_into(batch, batch_max, BATCH_MAX_BYTES, conn.encoding);
+            .drain_into(&mut batch, batch_max, BATCH_MAX_BYTES, conn.encoding);
         if batch.is_empty() {
             return Ok(written);
         }
         written += batch.len();
-        let frame = build_frame(conn.encoding, batch);
+        let frame = build_frame(conn.encoding, &batch);
         let m = metrics();
         m.frames_out.increment(1);
         m.messages_out.increment(batch.len() as u64);

@@ -33,7 +33,7 @@ const HISTORY_MAX_LIMIT: usize = 1_000;
 /// Per-connection read buffer. tungstenite allocates it up front for every socket, so it is
 /// most of an idle connection's memory; client frames are small, and a larger frame grows the
 /// buffer as it arrives (up to the frame limit).
-const READ_BUFFER_BYTES: usize = 1024;
+const READ_BUFFER_BYTES: usize = 512;
 
 /// The demo app (React, `clients/typescript/demo`), built into `assets/demo/` and committed so
 /// that `cargo run` serves it with no npm on the machine; CI checks the build is up to date.

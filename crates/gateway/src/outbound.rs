@@ -236,6 +236,11 @@ impl OutboundQueue {
             bytes += payload.bytes(encoding).len();
             out.push(payload);
         }
+        if s.slots.is_empty() {
+            // An idle connection keeps no queue memory (a busy one pays an allocation per
+            // write, next to a system call).
+            s.slots = VecDeque::new();
+        }
         drop(s);
         self.depth.fetch_sub(taken, Ordering::Relaxed);
     }
