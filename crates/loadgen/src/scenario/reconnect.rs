@@ -32,6 +32,8 @@ struct Outcome {
     disconnected: AtomicU64,
     resumed: AtomicU64,
     gaps: AtomicU64,
+    /// The part of `gaps` seen by clients that had not been disconnected.
+    gaps_live: AtomicU64,
     duplicates: AtomicU64,
     not_recovered: AtomicU64,
     /// Each client's last seq per room at the end.
@@ -67,6 +69,7 @@ pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Val
             outcome: outcome.clone(),
             killed_at: killed_at.clone(),
             stop: stop.clone(),
+            resumed: false,
         };
         let common_urls = common.urls.clone();
         let tokens = common.tokens_for(&users[i].0, &common_urls).await?;
@@ -139,6 +142,7 @@ pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Val
         "resume_after_kill": Percentiles { ..resume },
         "not_recovered": outcome.not_recovered.load(Ordering::Relaxed),
         "gaps": outcome.gaps.load(Ordering::Relaxed),
+        "gaps_on_undisturbed_clients": outcome.gaps_live.load(Ordering::Relaxed),
         "duplicates": outcome.duplicates.load(Ordering::Relaxed),
         "clients_behind_at_end": behind,
         "delivery_latency": latency,
@@ -198,6 +202,8 @@ struct StormClient {
     outcome: Arc<Outcome>,
     killed_at: Arc<Mutex<Option<Instant>>>,
     stop: CancellationToken,
+    /// Has been disconnected and resumed at least once.
+    resumed: bool,
 }
 
 impl StormClient {
@@ -222,6 +228,7 @@ impl StormClient {
                             Some(next) => {
                                 ws = next;
                                 self.outcome.resumed.fetch_add(1, Ordering::Relaxed);
+                                self.resumed = true;
                                 if let Some(at) = *self.killed_at.lock().unwrap_or_else(|e| e.into_inner()) {
                                     self.recorder.slot(self.index).acked(at.elapsed().as_micros() as u64);
                                 }
@@ -259,6 +266,11 @@ impl StormClient {
                 self.outcome
                     .gaps
                     .fetch_add(seq - self.seq - 1, Ordering::Relaxed);
+                if !self.resumed {
+                    self.outcome
+                        .gaps_live
+                        .fetch_add(seq - self.seq - 1, Ordering::Relaxed);
+                }
             }
             self.seq = seq;
             slot.get_or_insert_with(|| self.recorder.slot(self.index))
