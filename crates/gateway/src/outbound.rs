@@ -305,8 +305,8 @@ fn evict_droppable(s: &mut State) -> bool {
 /// Write coalescing, the writer's policy for *when* to write. A connection that receives
 /// little is written to at once. A busy one (over the last [`Coalescer::WINDOW`], at least
 /// [`Coalescer::BUSY_MESSAGES_PER_DELAY`] messages per `delay`, or a whole window's worth of
-/// that rate in a burst) writes at most once per `delay`: what arrives meanwhile shares one frame and one system call, which is most of the
-/// cost of a delivery. A chat member (a few messages a second) never waits; a member of a room
+/// that rate in a burst) writes at most once per `delay`: what arrives meanwhile shares one
+/// frame and one system call, which is most of the cost of a delivery. A chat member (a few messages a second) never waits; a member of a room
 /// with hundreds of messages a second waits at most `delay` and receives them in batches.
 #[derive(Debug)]
 pub struct Coalescer {

@@ -400,7 +400,7 @@ impl Inner {
 
     /// Retries the rooms left behind, once Redis answers.
     async fn retry_behind(&self) {
-        if !self.client.is_connected() {
+        if !self.client().is_connected() {
             return;
         }
         let rooms: Vec<Arc<str>> = lock(&self.behind).drain().collect();

@@ -122,8 +122,8 @@ pub struct RedisBroker {
 pub(crate) struct Inner {
     config: RedisConfig,
     sink: Arc<dyn EventSink>,
-    client: Client,
-    /// [`SCRIPT_CONNECTIONS`] clients for scripts; the first is `client` itself.
+    /// [`SCRIPT_CONNECTIONS`] command clients; the first ([`Inner::client`]) also serves
+    /// everything that is not a script.
     script_clients: Vec<Client>,
     subscriber: SubscriberClient,
     options: Options,
@@ -288,7 +288,6 @@ impl RedisBroker {
             .map(|_| builder.build())
             .collect::<Result<Vec<Client>, _>>()
             .map_err(|e| BrokerError::Internal(format!("Redis client: {e}")))?;
-        let client = script_clients[0].clone();
 
         let instance = format!(
             "{}/{}",
@@ -322,7 +321,6 @@ impl RedisBroker {
             },
             started: Instant::now(),
             canary_seen_ms: AtomicU64::new(0),
-            client,
             script_clients,
             subscriber,
         });
@@ -356,15 +354,12 @@ impl RedisBroker {
     }
 }
 
-/// Which script connection serves a key: chosen by its hash tag (`{room}`), so every script of
-/// a room goes through the same connection, in order.
+/// Which script connection serves a key: chosen by its hash slot (the room's `{room}` tag), so
+/// every script of a room goes through the same connection, in order.
 fn script_slot(first_key: Option<&String>, connections: usize) -> usize {
-    let Some(key) = first_key else { return 0 };
-    let tag = key
-        .split_once('{')
-        .and_then(|(_, rest)| rest.split_once('}'))
-        .map_or(key.as_str(), |(tag, _)| tag);
-    (switchyard_protocol::fnv1a(tag.bytes()) % connections as u64) as usize
+    first_key.map_or(0, |key| {
+        usize::from(fred::util::redis_keyslot(key.as_bytes())) % connections
+    })
 }
 
 fn spawn_connection(client: &impl ClientLike) -> JoinHandle<()> {
@@ -385,7 +380,7 @@ async fn send_volatile(
     let mut batch = Vec::with_capacity(VOLATILE_BATCH);
     while queue.recv_many(&mut batch, VOLATILE_BATCH).await > 0 {
         let Some(inner) = inner.upgrade() else { return };
-        let pipeline = inner.client.pipeline();
+        let pipeline = inner.client().pipeline();
         for (channel, payload) in batch.drain(..) {
             let _: Result<(), _> = pipeline.spublish(channel, payload).await;
         }
@@ -436,6 +431,11 @@ impl Drop for RedisBroker {
 }
 
 impl Inner {
+    /// The command client for everything but scripts (and the first script connection).
+    fn client(&self) -> &Client {
+        &self.script_clients[0]
+    }
+
     fn elapsed_ms(&self) -> u64 {
         self.started.elapsed().as_millis().max(1) as u64
     }
@@ -466,7 +466,7 @@ impl Inner {
         {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 let lua = script.lua().cloned().unwrap_or_default();
-                self.client
+                self.client()
                     .script_load_cluster::<Value, _>(lua)
                     .await
                     .map_err(|e| self.classify(e))?;
@@ -482,7 +482,9 @@ impl Inner {
     /// A failure while the connection is down is `unavailable`, whatever fred calls it.
     fn classify(&self, e: fred::error::Error) -> BrokerError {
         match redis_error(e) {
-            BrokerError::Internal(m) if !self.client.is_connected() => BrokerError::Unavailable(m),
+            BrokerError::Internal(m) if !self.client().is_connected() => {
+                BrokerError::Unavailable(m)
+            }
             other => other,
         }
     }
@@ -549,12 +551,12 @@ impl Inner {
     }
 
     async fn spublish(&self, channel: String, payload: Vec<u8>) -> Result<(), BrokerError> {
-        if !self.client.is_connected() {
+        if !self.client().is_connected() {
             return Err(BrokerError::Unavailable(
                 "not connected to Redis (reconnecting)".into(),
             ));
         }
-        self.client
+        self.client()
             .with_options(&self.options)
             .spublish::<Value, _, _>(channel, payload)
             .await
@@ -564,7 +566,7 @@ impl Inner {
 
     fn is_ready(&self) -> bool {
         let seen = self.canary_seen_ms.load(Ordering::Relaxed);
-        self.client.is_connected()
+        self.client().is_connected()
             && self.subscriber.is_connected()
             && seen > 0
             && self.elapsed_ms().saturating_sub(seen) < CANARY_TIMEOUT.as_millis() as u64
@@ -644,7 +646,7 @@ impl Broker for RedisBroker {
         // This node's subscribers get it at once, Redis or not; other nodes through Redis.
         let event = RoomEvent::volatile(Arc::new(SharedFrame::new(message)), exclude_user);
         inner.sink.room_event(room_id, &event);
-        let queued = inner.client.is_connected()
+        let queued = inner.client().is_connected()
             && inner
                 .volatile
                 .try_send((room_channel(room_id), payload))

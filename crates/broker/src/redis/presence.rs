@@ -228,7 +228,7 @@ pub(super) async fn heartbeat(inner: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        if !inner.client.is_connected() {
+        if !inner.client().is_connected() {
             continue;
         }
         // Rooms with local subscribers (they want to hear of dead nodes' members leaving) and
