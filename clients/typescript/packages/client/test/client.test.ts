@@ -225,12 +225,15 @@ describe('connection', () => {
     expect(c.getSnapshot().lastError).toBeUndefined();
   });
 
-  it('does not open a socket when disconnected while the token is fetched', async () => {
-    let release!: (t: string) => void;
-    const c = makeClient({ token: () => new Promise<string>((r) => (release = r)) });
+  it.each([
+    ['token', 'tok'],
+    ['url', 'ws://late.test/ws'],
+  ] as const)('does not open a socket when disconnected while the %s is fetched', async (option, value) => {
+    let release!: (v: string) => void;
+    const c = makeClient({ [option]: () => new Promise<string>((r) => (release = r)) });
     c.connect();
     c.disconnect();
-    release('tok');
+    release(value);
     await advance(0);
     expect(server.sockets).toHaveLength(0);
     expect(c.state).toBe('disconnected');
@@ -336,17 +339,6 @@ describe('connection', () => {
     expect(c.state).toBe('connected');
     expect(server.sockets).toHaveLength(1);
     expect(server.socket!.url.startsWith('ws://ok.test/ws?token=')).toBe(true);
-  });
-
-  it('does not open a socket when disconnected while the URL is fetched', async () => {
-    let release!: (u: string) => void;
-    const c = makeClient({ url: () => new Promise<string>((r) => (release = r)) });
-    c.connect();
-    c.disconnect();
-    release('ws://late.test/ws');
-    await advance(0);
-    expect(server.sockets).toHaveLength(0);
-    expect(c.state).toBe('disconnected');
   });
 });
 
