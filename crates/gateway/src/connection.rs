@@ -471,11 +471,7 @@ impl Session {
         {
             Ok(page) => page,
             Err(e) => {
-                self.conn.end_sync(&room, None, None);
-                if !already {
-                    app.hub.unsubscribe(&room, &self.conn);
-                    app.broker.unsubscribe_room(&room).await;
-                }
+                self.fail_sync(&room, already).await;
                 return Err(broker_rejection(e));
             }
         };
@@ -504,13 +500,10 @@ impl Session {
                     (snapshot.members, Some(snapshot.version))
                 }
                 Err(e) => {
-                    self.conn.end_sync(&room, Some(page.seq), None);
                     if !already {
-                        // The join failed as a whole: no half-joined subscription is left.
                         self.rooms.remove(&room);
-                        app.hub.unsubscribe(&room, &self.conn);
-                        app.broker.unsubscribe_room(&room).await;
                     }
+                    self.fail_sync(&room, already).await;
                     return Err(broker_rejection(e));
                 }
             }
@@ -550,6 +543,20 @@ impl Session {
         });
         self.conn.end_sync(&room, Some(floor), presence_floor);
         Ok(())
+    }
+
+    /// Undoes a join that failed. A first join leaves nothing behind: no subscription, and
+    /// none of the room's events that arrived meanwhile (the client, told the join failed,
+    /// must not see a message of the room without the replay before it). A resume of a room
+    /// the connection is already in goes on live: what arrived meanwhile is queued.
+    async fn fail_sync(&mut self, room: &Arc<str>, already: bool) {
+        if already {
+            self.conn.end_sync(room, None, None);
+            return;
+        }
+        self.conn.abort_sync(room);
+        self.app.hub.unsubscribe(room, &self.conn);
+        self.app.broker.unsubscribe_room(room).await;
     }
 
     /// Leaves a room entirely: typing and cursor stop, presence, subscription.

@@ -135,6 +135,16 @@ impl ConnHandle {
         }
     }
 
+    /// Ends buffering for a join that failed: what arrived meanwhile is dropped, since the
+    /// connection is not in the room (a message of it, without the replay before it, would
+    /// look like a gap to the client).
+    pub fn abort_sync(&self, room_id: &str) {
+        let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        if syncing.remove(room_id).is_some() {
+            self.syncing_count.fetch_sub(1, Ordering::Release);
+        }
+    }
+
     /// Ends buffering: queues what arrived meanwhile, skipping durable messages at or below
     /// `floor` (already replayed, or covered by the reply's `seq`) and presence changes at or
     /// below `presence_floor` (already in the reply's members).
@@ -563,5 +573,25 @@ mod tests {
             "seqs 4 and 5 and presence changes 30 and 50 are covered by the reply; seq 6 and \
              change 60 are live"
         );
+    }
+
+    #[test]
+    fn a_failed_join_drops_what_it_buffered() {
+        let hub = Hub::default();
+        let room: Arc<str> = Arc::from("r");
+        let c = conn("1", "a", Encoding::Json);
+        hub.subscribe(&room, &c);
+        c.begin_sync(&room);
+        hub.room_event("r", &durable(7));
+        c.abort_sync("r");
+        hub.unsubscribe("r", &c);
+        assert!(
+            c.queue.is_empty(),
+            "a message of a room the join failed for, without its replay, reads as a gap"
+        );
+        // Nothing is held back any more: a later join of the room delivers at once.
+        hub.subscribe(&room, &c);
+        hub.room_event("r", &durable(8));
+        assert_eq!(drained(&c).len(), 1);
     }
 }

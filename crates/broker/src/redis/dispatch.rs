@@ -218,7 +218,7 @@ impl Inner {
         if let Some(track) = lock(&self.rooms).get_mut(room_id) {
             track.presence = track.presence.max(version);
         }
-        self.presence_reached.notify_waiters();
+        self.reached.notify_waiters();
     }
 
     async fn durable(&self, room_id: &str, seq: u64, epoch: &str, message: ServerMessage) {
@@ -300,6 +300,8 @@ impl Inner {
             presence: None,
         };
         self.sink.room_event(room_id, &event);
+        // Delivered before a join waiting for it goes on: it finds it in its buffer.
+        self.reached.notify_waiters();
     }
 
     /// Delivers, in order, what the room's history holds past what the node delivered. When

@@ -86,6 +86,10 @@ pub const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(5);
 pub const VOLATILE_QUEUE: usize = 16_384;
 /// Most volatile events sent in one pipeline.
 const VOLATILE_BATCH: usize = 256;
+/// How long a join waits for the node's receive path to reach what it read from Redis (the
+/// room's seq, its presence version). Past it (pub/sub is broken or far behind) the join goes
+/// on, and the joining connection may see a message or a presence change twice.
+pub const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
 /// A room's seq and epoch outlive its last message by at least this long.
 pub const ROOM_META_TTL: Duration = Duration::from_secs(86_400);
 
@@ -139,8 +143,8 @@ pub(crate) struct Inner {
     /// Rooms whose gap could not be filled yet (Redis did not answer): retried by the
     /// receive task. At most one entry per tracked room.
     behind: Mutex<HashSet<Arc<str>>>,
-    /// Woken whenever a room's received presence version moves.
-    presence_reached: tokio::sync::Notify,
+    /// Woken whenever a room's delivered seq or received presence version moves.
+    reached: tokio::sync::Notify,
     presence: LocalPresence,
     scripts: Scripts,
     started: Instant,
@@ -313,7 +317,7 @@ impl RedisBroker {
             volatile,
             rooms: Mutex::default(),
             behind: Mutex::default(),
-            presence_reached: tokio::sync::Notify::new(),
+            reached: tokio::sync::Notify::new(),
             scripts: Scripts {
                 publish: lua!("lua/publish.lua"),
                 history: lua!("lua/history.lua"),
@@ -431,6 +435,24 @@ impl Drop for RedisBroker {
 }
 
 impl Inner {
+    /// Waits, at most [`CATCH_UP_WAIT`], until the room's track satisfies `reached` (or the
+    /// room is no longer served); false when the wait ran out.
+    async fn wait_for_track(&self, room_id: &str, reached: impl Fn(&Track) -> bool) -> bool {
+        let done = || lock(&self.rooms).get(room_id).is_none_or(&reached);
+        let wait = async {
+            loop {
+                let notified = self.reached.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if done() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(CATCH_UP_WAIT, wait).await.is_ok()
+    }
+
     /// The command client for everything but scripts (and the first script connection).
     fn client(&self) -> &Client {
         &self.script_clients[0]
@@ -672,9 +694,21 @@ impl Broker for RedisBroker {
         epoch: Option<&str>,
         limit: usize,
     ) -> Result<HistoryPage, BrokerError> {
-        self.inner
+        let page = self
+            .inner
             .read_history(room_id, since_seq, epoch, limit)
-            .await
+            .await?;
+        // A join buffers the room's live events from before this read and skips those the
+        // page covers; it must also not get one of them live after it: wait until the node's
+        // receive path has delivered up to the page's seq.
+        let reached = |track: &Track| match (&track.epoch, track.seq) {
+            (Some(epoch), Some(seq)) => *epoch != page.epoch || seq >= page.seq,
+            _ => false,
+        };
+        if !self.inner.wait_for_track(room_id, reached).await {
+            metrics::counter!("switchyard_broker_seq_catch_up_timeouts_total").increment(1);
+        }
+        Ok(page)
     }
 
     async fn subscribe_room(&self, room_id: &str) -> Result<(), BrokerError> {

@@ -149,31 +149,13 @@ pub(super) async fn join(
     Ok(PresenceSnapshot { members, version })
 }
 
-/// How long a join waits for the room's presence changes up to its snapshot to reach the
-/// node. Past it (pub/sub is broken or far behind) the join goes on, and the joining
-/// connection may see a change its snapshot already holds.
-const PRESENCE_CATCH_UP: Duration = Duration::from_secs(1);
-
 /// Waits until every presence change up to `version` (or the script's mark) has come through
 /// the room's channel: pub/sub keeps one channel's order, so nothing older can follow.
 async fn wait_until_received(inner: &Inner, room_id: &str, version: u64) {
-    let received = || {
-        lock(&inner.rooms)
-            .get(room_id)
-            .is_none_or(|track| track.presence >= version)
-    };
-    let wait = async {
-        loop {
-            let notified = inner.presence_reached.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if received() {
-                return;
-            }
-            notified.await;
-        }
-    };
-    if tokio::time::timeout(PRESENCE_CATCH_UP, wait).await.is_err() {
+    if !inner
+        .wait_for_track(room_id, |track| track.presence >= version)
+        .await
+    {
         metrics::counter!("switchyard_broker_presence_catch_up_timeouts_total").increment(1);
         tracing::debug!(
             room = room_id,
