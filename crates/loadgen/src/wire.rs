@@ -64,6 +64,8 @@ pub(crate) struct Received {
     pub(crate) replies: Vec<Reply>,
     /// Engine.IO ping, to be answered with a pong.
     pub(crate) ping: bool,
+    /// Frames that did not parse (counted, never reset by the scenario's clears).
+    pub(crate) unparsed: u64,
 }
 
 #[derive(Debug, Default, PartialEq, Clone)]
@@ -249,12 +251,14 @@ fn parse_switchyard(text: &str, out: &mut Received) {
         }
         _ => {}
     };
-    if text.starts_with('[') {
-        if let Ok(batch) = serde_json::from_str::<Vec<SyMessage<'_>>>(text) {
-            batch.into_iter().for_each(&mut one);
-        }
-    } else if let Ok(m) = serde_json::from_str::<SyMessage<'_>>(text) {
-        one(m);
+    let parsed = if text.starts_with('[') {
+        serde_json::from_str::<Vec<SyMessage<'_>>>(text)
+            .map(|batch| batch.into_iter().for_each(&mut one))
+    } else {
+        serde_json::from_str::<SyMessage<'_>>(text).map(one)
+    };
+    if parsed.is_err() {
+        out.unparsed += 1;
     }
 }
 

@@ -17,7 +17,7 @@ use crate::procs::{CpuSample, Watched};
 use crate::wire::{wait_reply, Dialect, Reply, Ws};
 
 /// Connections opened at once while setting up.
-const CONNECT_CONCURRENCY: usize = 32;
+pub(crate) const CONNECT_CONCURRENCY: usize = 32;
 /// Attempts per connection when the node answers 429 (its handshake rate limit) or 503.
 const CONNECT_ATTEMPTS: u32 = 60;
 
@@ -80,21 +80,30 @@ pub(crate) async fn connect_all(
     join: bool,
 ) -> Result<Vec<Opened>> {
     let opened = futures_util::stream::iter(users.iter().enumerate())
-        .map(|(i, (user, room))| async move {
-            let node = i % common.urls.len();
-            let mut ws = common.open(node, user).await?;
-            let mut joined = None;
-            if join {
-                ws.send(Message::text(common.dialect.join(room, None)))
-                    .await?;
-                joined = Some(wait_reply(common.dialect, &mut ws, "room-joined").await?);
-            }
-            anyhow::Ok(Opened { ws, node, joined })
-        })
+        .map(|(i, (user, room))| connect_one(common, i, user, room, join))
         .buffered(CONNECT_CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
     opened.into_iter().collect()
+}
+
+/// Opens connection `i` of [`connect_all`] (to node `i % nodes`), joining `room` when `join`.
+pub(crate) async fn connect_one(
+    common: &Common,
+    i: usize,
+    user: &str,
+    room: &str,
+    join: bool,
+) -> Result<Opened> {
+    let node = i % common.urls.len();
+    let mut ws = common.open(node, user).await?;
+    let mut joined = None;
+    if join {
+        ws.send(Message::text(common.dialect.join(room, None)))
+            .await?;
+        joined = Some(wait_reply(common.dialect, &mut ws, "room-joined").await?);
+    }
+    Ok(Opened { ws, node, joined })
 }
 
 /// CPU used over a window, and per delivery.

@@ -7,13 +7,14 @@
 use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::{connect_all, Common};
+use super::{connect_one, Common, CONNECT_CONCURRENCY};
 use crate::stats::{now_us, Percentiles, Recorder};
 use crate::wire::{wait_reply, Dialect, Probe, Received, Ws};
 
@@ -38,6 +39,33 @@ struct Outcome {
     not_recovered: AtomicU64,
     /// Each client's last seq per room at the end.
     last: Mutex<Vec<(usize, u64)>>,
+    /// Where the gaps were seen, to tell a lost message from a late resume.
+    gap_detail: Mutex<GapDetail>,
+    /// How the clients' connections ended (close code, or "no close frame"), and refused joins.
+    closes: Mutex<BTreeMap<String, u64>>,
+    unparsed: AtomicU64,
+}
+
+/// Gaps by where they showed and when (seconds from the kill, negative before it), with the
+/// first few in full.
+#[derive(Default)]
+struct GapDetail {
+    by_phase: BTreeMap<&'static str, u64>,
+    by_second: BTreeMap<i64, u64>,
+    samples: Vec<serde_json::Value>,
+}
+
+const GAP_SAMPLES: usize = 20;
+
+/// Where a client was when it saw a message.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Live, on the connection it opened first.
+    Undisturbed,
+    /// Replayed during a resume.
+    Replay,
+    /// Live, after a resume.
+    Resumed,
 }
 
 pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Value> {
@@ -50,31 +78,55 @@ pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Val
     let users: Vec<(String, String)> = (0..storm.clients)
         .map(|i| (format!("storm-{i}"), format!("storm-{}", i % storm.rooms)))
         .collect();
-    let opened = connect_all(common, &users, true).await?;
-    eprintln!("reconnect-storm: {} clients joined", opened.len());
     let recorder = Arc::new(Recorder::default());
+    // The same deliveries, counted again for the clients that were never disconnected: the
+    // surviving node's service to everyone else during the storm.
+    let undisturbed = Arc::new(Recorder::default());
     let outcome = Arc::new(Outcome::default());
     let stop = CancellationToken::new();
     let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let mut tasks = Vec::new();
-    for (i, opened) in opened.into_iter().enumerate() {
-        let joined = opened.joined.context("joined")?;
-        let client = StormClient {
-            index: i,
-            room: i % storm.rooms,
-            node: opened.node,
-            seq: joined.seq.unwrap_or(0),
-            epoch: joined.epoch.unwrap_or_default(),
-            recorder: recorder.clone(),
-            outcome: outcome.clone(),
-            killed_at: killed_at.clone(),
-            stop: stop.clone(),
-            resumed: false,
-        };
-        let common_urls = common.urls.clone();
-        let tokens = common.tokens_for(&users[i].0, &common_urls).await?;
-        tasks.push(tokio::spawn(client.run(opened.ws, common_urls, tokens)));
-    }
+    // Each client reads from the moment it has joined: one that waited for all the others
+    // would answer no ping for the minute 10,000 take to open, and be closed (1001).
+    let tasks = futures_util::stream::iter(users.iter().enumerate())
+        .map(|(i, (user, room))| {
+            let (recorder, undisturbed, outcome, stop, killed_at) = (
+                recorder.clone(),
+                undisturbed.clone(),
+                outcome.clone(),
+                stop.clone(),
+                killed_at.clone(),
+            );
+            async move {
+                let opened = connect_one(common, i, user, room, true).await?;
+                let joined = opened.joined.context("joined")?;
+                let client = StormClient {
+                    index: i,
+                    room: i % storm.rooms,
+                    node: opened.node,
+                    seq: joined.seq.unwrap_or(0),
+                    epoch: joined.epoch.unwrap_or_default(),
+                    recorder,
+                    undisturbed,
+                    outcome,
+                    killed_at,
+                    stop,
+                    resumed: false,
+                    resume_trace: String::new(),
+                };
+                let tokens = common.tokens_for(user, &common.urls).await?;
+                anyhow::Ok(tokio::spawn(client.run(
+                    opened.ws,
+                    common.urls.clone(),
+                    tokens,
+                )))
+            }
+        })
+        .buffered(CONNECT_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    eprintln!("reconnect-storm: {} clients joined", tasks.len());
     // Publishers: one per room, on the last node (it survives).
     let survivor = common.urls.len() - 1;
     let stop_publishing = CancellationToken::new();
@@ -97,7 +149,7 @@ pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Val
     ));
     tokio::time::sleep(storm.after).await;
     eprintln!("reconnect-storm: kill -{} {}", storm.signal, storm.kill_pid);
-    *killed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    *lock(&killed_at) = Some(Instant::now());
     let status = std::process::Command::new("kill")
         .arg(format!("-{}", storm.signal.to_uppercase()))
         .arg(storm.kill_pid.to_string())
@@ -128,7 +180,10 @@ pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Val
         let _ = t.await;
     }
     let (_, latency, resume) = recorder.totals();
+    undisturbed.tick();
+    let (_, undisturbed_latency, _) = undisturbed.totals();
     let behind = behind(&outcome, &final_seq, storm.clients);
+    let gaps = std::mem::take(&mut *lock(&outcome.gap_detail));
     Ok(json!({
         "scenario": "reconnect-storm",
         "dialect": common.dialect,
@@ -144,14 +199,22 @@ pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Val
         "gaps": outcome.gaps.load(Ordering::Relaxed),
         "gaps_on_undisturbed_clients": outcome.gaps_live.load(Ordering::Relaxed),
         "duplicates": outcome.duplicates.load(Ordering::Relaxed),
+        "gap_detail": {
+            "by_phase": gaps.by_phase,
+            "by_second_from_kill": gaps.by_second.iter().map(|(s, n)| (s.to_string(), *n)).collect::<BTreeMap<_, _>>(),
+            "samples": gaps.samples,
+        },
+        "disconnect_reasons": *lock(&outcome.closes),
+        "unparsed_frames": outcome.unparsed.load(Ordering::Relaxed),
         "clients_behind_at_end": behind,
         "delivery_latency": latency,
+        "delivery_latency_undisturbed_clients": undisturbed_latency,
         "errors": recorder.errors.load(Ordering::Relaxed),
     }))
 }
 
 fn behind(outcome: &Outcome, final_seq: &[u64], clients: usize) -> usize {
-    let last = outcome.last.lock().unwrap_or_else(|e| e.into_inner());
+    let last = lock(&outcome.last);
     let caught_up = last
         .iter()
         .filter(|(room, seq)| *seq >= final_seq[*room])
@@ -199,17 +262,21 @@ struct StormClient {
     seq: u64,
     epoch: String,
     recorder: Arc<Recorder>,
+    undisturbed: Arc<Recorder>,
     outcome: Arc<Outcome>,
     killed_at: Arc<Mutex<Option<Instant>>>,
     stop: CancellationToken,
     /// Has been disconnected and resumed at least once.
     resumed: bool,
+    /// What the current resume has done so far (for the gap samples).
+    resume_trace: String,
 }
 
 impl StormClient {
     async fn run(mut self, mut ws: Ws, urls: Vec<String>, tokens: Vec<String>) {
         let room_id = format!("storm-{}", self.room);
         let mut got = Received::default();
+        let mut close = String::from("no close frame");
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -218,18 +285,24 @@ impl StormClient {
                         got.probes.clear();
                         got.replies.clear();
                         Dialect::Switchyard.parse(&t, &mut got);
-                        self.take(&got);
+                        let phase = if self.resumed { Phase::Resumed } else { Phase::Undisturbed };
+                        self.take(&got, phase);
                         self.report();
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        close = frame.map_or_else(|| "no code".to_owned(), |f| u16::from(f.code).to_string());
                     }
                     Some(Ok(_)) => {}
                     _ => {
                         self.outcome.disconnected.fetch_add(1, Ordering::Relaxed);
+                        *lock(&self.outcome.closes).entry(std::mem::replace(&mut close, "no close frame".into())).or_default() += 1;
+                        // From here on this client is disturbed, whatever its replay shows.
+                        self.resumed = true;
                         match self.resume(&urls, &tokens, &room_id).await {
                             Some(next) => {
                                 ws = next;
                                 self.outcome.resumed.fetch_add(1, Ordering::Relaxed);
-                                self.resumed = true;
-                                if let Some(at) = *self.killed_at.lock().unwrap_or_else(|e| e.into_inner()) {
+                                if let Some(at) = *lock(&self.killed_at) {
                                     self.recorder.slot(self.index).acked(at.elapsed().as_micros() as u64);
                                 }
                             }
@@ -242,18 +315,21 @@ impl StormClient {
                 }
             }
         }
+        self.outcome
+            .unparsed
+            .fetch_add(got.unparsed, Ordering::Relaxed);
         self.report();
     }
 
     fn report(&self) {
-        let mut last = self.outcome.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = lock(&self.outcome.last);
         if last.len() <= self.index {
             last.resize(self.index + 1, (self.room, 0));
         }
         last[self.index] = (self.room, self.seq);
     }
 
-    fn take(&mut self, got: &Received) {
+    fn take(&mut self, got: &Received, phase: Phase) {
         let now = now_us();
         let mut slot = None;
         for (probe, seq) in &got.probes {
@@ -263,25 +339,62 @@ impl StormClient {
                 continue;
             }
             if seq > self.seq + 1 {
-                self.outcome
-                    .gaps
-                    .fetch_add(seq - self.seq - 1, Ordering::Relaxed);
-                if !self.resumed {
-                    self.outcome
-                        .gaps_live
-                        .fetch_add(seq - self.seq - 1, Ordering::Relaxed);
-                }
+                self.gap(seq, phase);
             }
             self.seq = seq;
             slot.get_or_insert_with(|| self.recorder.slot(self.index))
                 .delivered(probe.t, now);
+            if matches!(phase, Phase::Undisturbed) {
+                self.undisturbed.slot(self.index).delivered(probe.t, now);
+            }
+        }
+    }
+
+    /// Counts the seqs skipped before `seq`, and notes where and when.
+    fn gap(&self, seq: u64, phase: Phase) {
+        let missed = seq - self.seq - 1;
+        self.outcome.gaps.fetch_add(missed, Ordering::Relaxed);
+        if matches!(phase, Phase::Undisturbed) {
+            self.outcome.gaps_live.fetch_add(missed, Ordering::Relaxed);
+        }
+        let from_kill_ms =
+            lock(&self.killed_at).map_or(i64::MIN, |at| at.elapsed().as_millis() as i64);
+        let phase = match phase {
+            Phase::Undisturbed => "live, never disconnected",
+            Phase::Replay => "replay of a resume",
+            Phase::Resumed => "live, after a resume",
+        };
+        let mut detail = lock(&self.outcome.gap_detail);
+        *detail.by_phase.entry(phase).or_default() += missed;
+        let second = if from_kill_ms == i64::MIN {
+            i64::MIN
+        } else {
+            from_kill_ms.div_euclid(1000)
+        };
+        *detail.by_second.entry(second).or_default() += missed;
+        if detail.samples.len() < GAP_SAMPLES {
+            detail.samples.push(json!({
+                "client": self.index,
+                "room": self.room,
+                "node": self.node,
+                "phase": phase,
+                "had_seq": self.seq,
+                "got_seq": seq,
+                "ms_from_kill": (from_kill_ms != i64::MIN).then_some(from_kill_ms),
+                "resume_trace": self.resume_trace,
+            }));
         }
     }
 
     /// Reconnects to the next node and resumes; replayed messages come before room-joined.
     async fn resume(&mut self, urls: &[String], tokens: &[String], room_id: &str) -> Option<Ws> {
+        self.resume_trace.clear();
         for attempt in 0..100u32 {
             self.node = (self.node + 1) % urls.len();
+            self.resume_trace.push_str(&format!(
+                "attempt {attempt} node {} since {}; ",
+                self.node, self.seq
+            ));
             let Ok(mut ws) = Dialect::Switchyard
                 .connect(&urls[self.node], Some(&tokens[self.node]))
                 .await
@@ -295,13 +408,28 @@ impl StormClient {
             }
             let mut got = Received::default();
             loop {
-                let Ok(text) = crate::wire::next_text(&mut ws).await else {
-                    break;
+                let text = match crate::wire::next_text(&mut ws).await {
+                    Ok(text) => text,
+                    Err(e) => {
+                        self.resume_trace.push_str(&format!("failed: {e:#}; "));
+                        break;
+                    }
                 };
+                self.resume_trace
+                    .push_str(&format!("frame {}; ", summary(&text)));
                 got.probes.clear();
                 got.replies.clear();
                 Dialect::Switchyard.parse(&text, &mut got);
-                self.take(&got);
+                self.take(&got, Phase::Replay);
+                if let Some(error) = got.replies.iter().find(|r| r.kind == "error") {
+                    // The node refused the join (overloaded: its broker call timed out); try
+                    // again, from the seq reached.
+                    let why = format!("join refused: {}", error.code.as_deref().unwrap_or("?"));
+                    *lock(&self.outcome.closes).entry(why).or_default() += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(20) + 1)))
+                        .await;
+                    break;
+                }
                 if let Some(joined) = got.replies.iter().find(|r| r.kind == "room-joined") {
                     if joined.recovered == Some(false) {
                         self.outcome.not_recovered.fetch_add(1, Ordering::Relaxed);
@@ -310,10 +438,37 @@ impl StormClient {
                         self.epoch.clone_from(epoch);
                     }
                     self.seq = self.seq.max(joined.seq.unwrap_or(0));
+                    self.outcome
+                        .unparsed
+                        .fetch_add(got.unparsed, Ordering::Relaxed);
                     return Some(ws);
                 }
             }
         }
         None
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `type:seq` of each message of a frame, for the gap samples.
+fn summary(text: &str) -> String {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return format!("unparsed {:.100}", text);
+    };
+    let one = |m: &serde_json::Value| {
+        format!(
+            "{}:{}{}",
+            m["type"].as_str().unwrap_or("?"),
+            m["seq"],
+            m.get("recovered")
+                .map_or(String::new(), |r| format!(" recovered {r}"))
+        )
+    };
+    match value.as_array() {
+        Some(batch) => batch.iter().map(one).collect::<Vec<_>>().join(","),
+        None => one(&value),
     }
 }
