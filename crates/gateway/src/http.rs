@@ -109,9 +109,7 @@ pub async fn websocket(
     if let Err(not_until) = app.handshakes.check_key(&client_ip) {
         m::connection_refused("rate_limited");
         m::rate_limited("handshake");
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(app.handshakes.clock()));
         let mut response = json_error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",

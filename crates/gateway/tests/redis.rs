@@ -171,6 +171,57 @@ async fn presence_is_per_user_across_nodes() {
     b.stop().await;
 }
 
+fn user_ids(members: &Value) -> Vec<String> {
+    members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["userId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A node follows a room's members after its first join there (joins after it do not read the
+/// whole list from Redis): changes made on another node show in the members its later joins
+/// list, exactly as Redis has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_joins_list_members_changed_on_other_nodes() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, &[]).await;
+    let mut alice = a.connect("alice").await;
+    join(&mut alice, "team").await;
+    let mut bob = b.connect("bob").await;
+    join(&mut bob, "team").await;
+    alice.recv_type("presence:join", SOON).await.unwrap();
+
+    let mut carol = a.connect("carol").await;
+    let joined = join(&mut carol, "team").await;
+    assert_eq!(user_ids(&joined["members"]), ["alice", "bob", "carol"]);
+    let cluster: Value = api_get(&b.http("/api/rooms/team/presence")).await;
+    assert_eq!(joined["members"], cluster["members"], "as Redis has them");
+
+    bob.send(json!({"type": "leave-room", "roomId": "team"}))
+        .await
+        .unwrap();
+    alice.recv_type("presence:leave", SOON).await.unwrap();
+    let mut dave = a.connect("dave").await;
+    let joined = join(&mut dave, "team").await;
+    assert_eq!(user_ids(&joined["members"]), ["alice", "carol", "dave"]);
+    let cluster: Value = api_get(&b.http("/api/rooms/team/presence")).await;
+    assert_eq!(joined["members"], cluster["members"]);
+
+    // Bob again, now on node a: a rejoin is listed with its new join time, last.
+    let mut bob_again = a.connect("bob").await;
+    join(&mut bob_again, "team").await;
+    let mut erin = a.connect("erin").await;
+    let joined = join(&mut erin, "team").await;
+    assert_eq!(
+        user_ids(&joined["members"]),
+        ["alice", "carol", "dave", "bob", "erin"]
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
 /// Users joining at once on two nodes: each sees every other user exactly once, from the
 /// reply's members or one `presence:join` after it, never both (a change the snapshot already
 /// holds is not delivered again).

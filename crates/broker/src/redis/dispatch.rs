@@ -35,8 +35,16 @@ pub(super) async fn run(
 ) {
     // Subscribe what the node holds once pub/sub is up, and again after every reconnect.
     let mut resync = true;
+    // Whether the rooms' followed members were dropped for the pending resync.
+    let mut members_dropped = false;
     let mut retry = tokio::time::interval(RESYNC_RETRY);
     loop {
+        if resync && !members_dropped {
+            // A presence change may have been missed: joins read members from Redis again.
+            let Some(inner) = inner.upgrade() else { return };
+            inner.forget_members();
+            members_dropped = true;
+        }
         tokio::select! {
             received = messages.recv() => match received {
                 Ok(message) => {
@@ -92,6 +100,9 @@ pub(super) async fn run(
                 match inner.channels.resubscribe().await {
                     Ok(channels) => {
                         resync = false;
+                        members_dropped = false;
+                        // Anything followed while the channels were down may lack a change.
+                        inner.forget_members();
                         // Prove the path at once rather than at the next canary tick.
                         let _ = inner
                             .spublish(inner.canary_channel.clone(), envelope::canary(0))
@@ -166,7 +177,7 @@ impl Inner {
             }
             Envelope::PresenceMark { version } => {
                 if let Some(room) = room_of_channel(channel) {
-                    self.presence_seen(room, version);
+                    self.presence_seen(room, version, None);
                 }
             }
             Envelope::UserEvent { user_id, message } => {
@@ -209,14 +220,18 @@ impl Inner {
         };
         // Delivered before it is marked seen: a join waiting for it finds it in its buffer.
         self.sink.room_event(room_id, &event);
-        self.presence_seen(room_id, version);
+        self.presence_seen(room_id, version, Some(event.frame.message()));
     }
 
     /// Notes how far the room's presence changes have reached this node, for
-    /// [`presence::join`](super::presence::join) to wait on.
-    fn presence_seen(&self, room_id: &str, version: u64) {
+    /// [`presence::join`](super::presence::join) to wait on, and applies the change to the
+    /// room's followed members.
+    fn presence_seen(&self, room_id: &str, version: u64, change: Option<&ServerMessage>) {
         if let Some(track) = lock(&self.rooms).get_mut(room_id) {
             track.presence = track.presence.max(version);
+            if let Some(members) = &mut track.members {
+                members.apply(version, change);
+            }
         }
         self.reached.notify_waiters();
     }

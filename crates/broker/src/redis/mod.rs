@@ -160,6 +160,8 @@ struct Track {
     epoch: Option<Arc<str>>,
     /// The newest presence version received (a change or a mark).
     presence: u64,
+    /// The room's members, once a join read them (see [`presence::MemberCache`]).
+    members: Option<presence::MemberCache>,
 }
 
 struct Scripts {
@@ -451,6 +453,14 @@ impl Inner {
             }
         };
         tokio::time::timeout(CATCH_UP_WAIT, wait).await.is_ok()
+    }
+
+    /// Stops following every room's members: a presence change may have been missed (pub/sub
+    /// reconnected or lagged). The next join of each room reads them from Redis again.
+    fn forget_members(&self) {
+        for track in lock(&self.rooms).values_mut() {
+            track.members = None;
+        }
     }
 
     /// The command client for everything but scripts (and the first script connection).

@@ -6,7 +6,7 @@
 --
 -- Every change gets a version, larger than any before it in the room: the Redis clock in
 -- microseconds, or the last version + 1 if that is larger, so it keeps growing when the
--- version key is lost. A `join` returns the members with the version they are current at.
+-- version key is lost. A `join` returns the version, and the members current at it when asked.
 
 local function version_text(v)
   return string.format('%.0f', v)
@@ -60,7 +60,7 @@ local function keep(key_ttl_ms)
 end
 
 -- ARGV: 1 op (join | leave | members | heartbeat), 2 entry ttl ms, 3 key ttl ms, 4 meta ttl s,
--- then join: entry, user, member, join envelope; leave: entry;
+-- then join: entry, user, member, join envelope, members wanted ('1' or '0'); leave: entry;
 -- heartbeat: (entry, user, member, join envelope) repeated.
 local op = ARGV[1]
 local now = now_ms()
@@ -86,6 +86,10 @@ if op == 'join' then
     -- Nothing published: a mark tells the joining node when every change up to the version
     -- has reached it (pub/sub keeps the order of one channel).
     redis.call('SPUBLISH', KEYS[4], 'B' .. f(version_text(version)))
+  end
+  if ARGV[9] == '0' then
+    -- The node follows the room's members itself.
+    return {version_text(version)}
   end
   local reply = redis.call('HVALS', KEYS[3])
   table.insert(reply, 1, version_text(version))
