@@ -415,11 +415,14 @@ impl StormClient {
                         break;
                     }
                 };
-                self.resume_trace
-                    .push_str(&format!("frame {}; ", summary(&text)));
                 got.probes.clear();
                 got.replies.clear();
                 Dialect::Switchyard.parse(&text, &mut got);
+                if skips(self.seq, &got) {
+                    // Worth the cost of a summary only when it shows in a sample.
+                    self.resume_trace
+                        .push_str(&format!("frame with a gap: {}; ", summary(&text)));
+                }
                 self.take(&got, Phase::Replay);
                 if let Some(error) = got.replies.iter().find(|r| r.kind == "error") {
                     // The node refused the join (overloaded: its broker call timed out); try
@@ -451,6 +454,17 @@ impl StormClient {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the messages of `got` skip a seq after `seq`.
+fn skips(mut seq: u64, got: &Received) -> bool {
+    for s in got.probes.iter().filter_map(|(_, s)| *s) {
+        if s > seq + 1 {
+            return true;
+        }
+        seq = seq.max(s);
+    }
+    false
 }
 
 /// `type:seq` of each message of a frame, for the gap samples.
