@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_broker::{EventSink, RoomEvent};
 use switchyard_gateway::connection::build_frame;
-use switchyard_gateway::hub::{ConnHandle, Hub};
+use switchyard_gateway::hub::{ConnHandle, ConnId, Hub};
 use switchyard_gateway::outbound::{OutboundQueue, Payload};
 use switchyard_protocol::codec::encode;
 use switchyard_protocol::{Encoding, Ref, ServerMessage, SharedFrame};
@@ -117,7 +117,7 @@ fn room_of(n: usize) -> (Hub, Vec<Arc<ConnHandle>>) {
     let conns: Vec<Arc<ConnHandle>> = (0..n)
         .map(|i| {
             let conn = Arc::new(ConnHandle::new(
-                Arc::from(format!("c{i}")),
+                ConnId(i as u128),
                 Arc::from(format!("u{i}")),
                 Encoding::Json,
                 OutboundQueue::new(1024, depth.clone()),

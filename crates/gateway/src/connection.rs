@@ -16,6 +16,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,7 @@ use switchyard_protocol::{
 
 use crate::auth::Identity;
 use crate::config::RateBudget;
-use crate::hub::{close, ConnHandle};
+use crate::hub::{close, ConnHandle, ConnId};
 use crate::metrics::{self, metrics};
 use crate::outbound::{Coalescer, Payload};
 use crate::server::App;
@@ -85,20 +86,35 @@ fn limiter(budget: RateBudget) -> Limiter {
 }
 
 /// Serves an upgraded socket until it closes.
-pub async fn serve(app: Arc<App>, socket: WebSocket, identity: Identity, encoding: Encoding) {
-    // Split before the first await: the socket moves to the heap now and is not also kept in
-    // this future's state (which every idle connection pays for).
+///
+/// A plain function returning the connection's future, not an `async fn`: the setup runs now,
+/// and the future holds only what the connection needs while it waits. (An `async fn` keeps
+/// its arguments, the socket included, in its state as well as what they became: several
+/// hundred bytes more in every idle connection.)
+pub fn serve(
+    app: Arc<App>,
+    socket: WebSocket,
+    identity: Identity,
+    encoding: Encoding,
+) -> impl std::future::Future<Output = ()> + Send {
     let (sink, stream) = socket.split();
-    let id: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
+    let id = ConnId::random();
     let conn = Arc::new(ConnHandle::new(
-        id.clone(),
+        id,
         identity.user_id.clone(),
         encoding,
         crate::outbound::OutboundQueue::new(app.config.queue_max, app.queue_depth.clone()),
     ));
-    conn.last_seen_ms.store(app.elapsed_ms(), Ordering::Relaxed);
-    let span = tracing::info_span!("connection", id = %id, user = %identity.user_id, node = %app.config.node_id);
-
+    // At debug level: an enabled span keeps its formatted fields (about 300 bytes) for the
+    // connection's life. The warnings below name the connection themselves.
+    let span = tracing::debug_span!("connection", id = %id, user = %identity.user_id, node = %app.config.node_id);
+    // Boxed, and made here: moved into the future below it would take its room twice.
+    let writer = Box::pin(write_loop(
+        app.clone(),
+        conn.clone(),
+        sink,
+        identity.expires_at,
+    ));
     let mut session = Session {
         rate: limiter(app.config.rate),
         volatile_rate: limiter(app.config.volatile_rate),
@@ -109,81 +125,81 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, identity: Identity, encodin
         strikes: 0,
         invalid_in_row: 0,
     };
-    session.reply(&ServerMessage::Welcome {
-        connection_id: id.to_string(),
-        user_id: session.identity.user_id.to_string(),
-        node: app.config.node_id.clone(),
-        heartbeat_ms: app.config.heartbeat.as_millis() as u64,
-    });
-    app.hub.register(&conn);
-    metrics().connections.increment(1.0);
-    metrics().connections_accepted.increment(1);
-    // Once per connection: the broker counts them and subscribes the user's channel once.
-    if let Err(e) = app.broker.subscribe_user(&conn.user_id).await {
-        tracing::warn!(error = %e, "could not subscribe to the user's channel");
-    }
-    tracing::debug!(parent: &span, "connected");
+    async move {
+        conn.last_seen_ms.store(app.elapsed_ms(), Ordering::Relaxed);
+        session.reply(&ServerMessage::Welcome {
+            connection_id: conn.id.to_string(),
+            user_id: session.identity.user_id.to_string(),
+            node: app.config.node_id.clone(),
+            heartbeat_ms: app.config.heartbeat.as_millis() as u64,
+        });
+        app.hub.register(&conn);
+        metrics().connections.increment(1.0);
+        metrics().connections_accepted.increment(1);
+        // Once per connection: the broker counts them and subscribes the user's channel once.
+        if let Err(e) = app.broker.subscribe_user(&conn.user_id).await {
+            tracing::warn!(connection = %conn.id, user = %conn.user_id, error = %e, "could not subscribe to the user's channel");
+        }
+        tracing::debug!(parent: &span, "connected");
 
-    let expires_at = session.identity.expires_at;
-    async {
-        tokio::join!(
-            session.run(stream),
-            write_loop(app.clone(), conn.clone(), sink, expires_at)
-        )
-    }
-    .instrument(span.clone())
-    .await;
+        async { tokio::join!(session.run(stream), writer) }
+            .instrument(span.clone())
+            .await;
 
-    app.hub.unregister(&conn);
-    app.broker.unsubscribe_user(&conn.user_id).await;
-    metrics().connections.decrement(1.0);
-    let (code, reason) = conn
-        .close_reason()
-        .cloned()
-        .unwrap_or((close::NORMAL, String::new()));
-    tracing::debug!(parent: &span, code, reason = %reason, "closed");
+        app.hub.unregister(&conn);
+        app.broker.unsubscribe_user(&conn.user_id).await;
+        metrics().connections.decrement(1.0);
+        let (code, reason) = conn
+            .close_reason()
+            .cloned()
+            .unwrap_or((close::NORMAL, String::new()));
+        tracing::debug!(parent: &span, code, reason = %reason, "closed");
+    }
+}
+
+/// What woke a connection's reader.
+enum Woke {
+    Closing,
+    TypingDue,
+    Read(Option<Result<Message, axum::Error>>),
 }
 
 impl Session {
     async fn run(&mut self, mut stream: SplitStream<WebSocket>) {
-        let cancel = self.conn.cancel.clone();
+        let conn = self.conn.clone();
+        // A timer only while someone types: an idle connection holds none.
+        let mut typing: Option<(Instant, Pin<Box<tokio::time::Sleep>>)> = None;
         loop {
-            let typing_deadline = self.next_typing_deadline();
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = sleep_until(typing_deadline.unwrap_or_else(far_future)), if typing_deadline.is_some() => {
-                    Box::pin(self.expire_typing()).await;
+            match (self.next_typing_deadline(), &mut typing) {
+                (None, _) => typing = None,
+                (Some(at), Some((armed, sleep))) if *armed != at => {
+                    *armed = at;
+                    sleep.as_mut().reset(at);
                 }
-                frame = stream.next() => match frame {
-                    None => break,
-                    Some(Err(e)) => {
-                        let (code, reason) = read_error_close(e);
-                        self.conn.close(code, &reason);
-                        break;
-                    }
-                    Some(Ok(message)) => {
-                        self.conn.last_seen_ms.store(self.app.elapsed_ms(), Ordering::Relaxed);
-                        match message {
-                            // Boxed: the handling of a message (a publish, a join) is a
-                            // large future, and held inline it would be part of every idle
-                            // connection's memory.
-                            Message::Text(text) => Box::pin(self.on_frame(text.as_bytes(), false)).await,
-                            Message::Binary(bytes) => Box::pin(self.on_frame(&bytes, true)).await,
-                            Message::Ping(_) | Message::Pong(_) => {}
-                            Message::Close(_) => {
-                                // tungstenite has queued the answering close frame; reading
-                                // once more writes it (a send would be refused now) and then
-                                // ends the stream.
-                                let _ = Box::pin(tokio::time::timeout(CLOSE_REPLY_TIMEOUT, stream.next())).await;
-                                break;
-                            }
-                        }
-                    }
-                },
+                (Some(_), Some(_)) => {}
+                (Some(at), None) => typing = Some((at, Box::pin(sleep_until(at)))),
+            }
+            let woke = tokio::select! {
+                _ = conn.closed() => Woke::Closing,
+                _ = typing_timer(&mut typing) => Woke::TypingDue,
+                frame = stream.next() => Woke::Read(frame),
+            };
+            let go_on = match woke {
+                Woke::Closing => false,
+                Woke::TypingDue => {
+                    Box::pin(self.expire_typing()).await;
+                    true
+                }
+                // Boxed: the handling of a message (a publish, a join) is a large future, and
+                // held inline it would be part of every idle connection's memory.
+                Woke::Read(frame) => Box::pin(self.on_read(frame, &mut stream)).await,
+            };
+            if !go_on {
+                break;
             }
         }
         Box::pin(self.leave_all()).await;
-        if cancel.is_cancelled() {
+        if conn.is_closing() {
             // The server closed: give the peer a moment to answer the close frame, so it reads
             // the close code before the TCP connection goes.
             let _ = Box::pin(tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async {
@@ -193,6 +209,38 @@ impl Session {
         } else {
             self.conn.close(close::NORMAL, "");
         }
+    }
+
+    /// Handles what the socket gave; false when the connection is done.
+    async fn on_read(
+        &mut self,
+        frame: Option<Result<Message, axum::Error>>,
+        stream: &mut SplitStream<WebSocket>,
+    ) -> bool {
+        let message = match frame {
+            None => return false,
+            Some(Err(e)) => {
+                let (code, reason) = read_error_close(e);
+                self.conn.close(code, &reason);
+                return false;
+            }
+            Some(Ok(message)) => message,
+        };
+        self.conn
+            .last_seen_ms
+            .store(self.app.elapsed_ms(), Ordering::Relaxed);
+        match message {
+            Message::Text(text) => self.on_frame(text.as_bytes(), false).await,
+            Message::Binary(bytes) => self.on_frame(&bytes, true).await,
+            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(_) => {
+                // tungstenite has queued the answering close frame; reading once more writes
+                // it (a send would be refused now) and then ends the stream.
+                let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, stream.next()).await;
+                return false;
+            }
+        }
+        true
     }
 
     /// Queues a reply for this connection alone, encoded now in its encoding.
@@ -262,7 +310,7 @@ impl Session {
                     self.invalid();
                 }
             }
-            if self.conn.cancel.is_cancelled() {
+            if self.conn.is_closing() {
                 return;
             }
         }
@@ -598,7 +646,7 @@ impl Session {
                 .presence_leave(&room, &self.presence_conn())
                 .await
             {
-                tracing::warn!(room = %room, error = %e, "presence leave failed; the entry expires with its TTL");
+                tracing::warn!(connection = %self.conn.id, user = %self.conn.user_id, room = %room, error = %e, "presence leave failed; the entry expires with its TTL");
             }
         }
         app.hub.unsubscribe(&room, &self.conn);
@@ -614,7 +662,7 @@ impl Session {
 
     fn presence_conn(&self) -> PresenceConn {
         PresenceConn {
-            connection_id: self.conn.id.clone(),
+            connection_id: Arc::from(self.conn.id.to_string()),
             user_id: self.identity.user_id.clone(),
         }
     }
@@ -757,8 +805,12 @@ impl Session {
     }
 }
 
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400)
+/// Fires when the typing timer does; never when there is none.
+async fn typing_timer(timer: &mut Option<(Instant, Pin<Box<tokio::time::Sleep>>)>) {
+    match timer {
+        Some((_, sleep)) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn not_joined(room_id: &str) -> Rejection {
@@ -808,63 +860,72 @@ fn read_error_close(error: axum::Error) -> (u16, String) {
 }
 
 /// The writer half: batches the queue into frames, pings, and closes.
-async fn write_loop(
+/// The writer (a plain function returning its future, like [`serve`], so the future holds its
+/// state once).
+fn write_loop(
     app: Arc<App>,
     conn: Arc<ConnHandle>,
     mut sink: SplitSink<WebSocket, Message>,
     expires_at: u64,
-) {
-    let config = &app.config;
-    // Ticks twice per heartbeat interval: every tick checks for silence (so a silent peer is
-    // closed within 2 to 2.5 intervals), every other tick sends the ping.
-    let mut heartbeat = tokio::time::interval(config.heartbeat / 2);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    heartbeat.tick().await;
-    let mut ticks = 0u64;
-    let expiry = tokio::time::sleep(Duration::from_millis(
-        (expires_at * 1000).saturating_sub(now_ms()),
-    ));
-    tokio::pin!(expiry);
-    let mut coalescer = Coalescer::new(config.batch_delay, Instant::now());
-    loop {
-        tokio::select! {
-            biased;
-            _ = conn.cancel.cancelled() => break,
-            _ = conn.queue.notified() => {
-                if let Some(at) = coalescer.write_at(Instant::now()) {
-                    if !Box::pin(coalesce(&conn, at)).await {
+) -> impl std::future::Future<Output = ()> + Send {
+    // One timer for the heartbeat and the token's expiry. The heartbeat ticks twice per
+    // interval: every tick checks for silence (so a silent peer is closed within 2 to 2.5
+    // intervals), every other tick sends the ping.
+    let expires =
+        Instant::now() + Duration::from_millis((expires_at * 1000).saturating_sub(now_ms()));
+    let mut coalescer = Coalescer::new(app.config.batch_delay, Instant::now());
+    async move {
+        let config = &app.config;
+        let mut ticks = 0u64;
+        // Made in here, not captured: a captured timer would be held twice once pinned.
+        let period = || config.heartbeat / 2;
+        let timer = sleep_until((Instant::now() + period()).min(expires));
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                biased;
+                // Also woken by `close`.
+                _ = conn.queue.notified() => {
+                    if conn.is_closing() {
                         break;
                     }
+                    if let Some(at) = coalescer.write_at(Instant::now()) {
+                        if !Box::pin(coalesce(&conn, at)).await {
+                            break;
+                        }
+                    }
+                    // Boxed, like the reader's message handling: an idle connection keeps only
+                    // what it needs to wait.
+                    match Box::pin(write_queued(&conn, &mut sink, config.batch_max)).await {
+                        Ok(messages) => coalescer.wrote(Instant::now(), messages),
+                        Err(_) => {
+                            conn.close(close::GOING_AWAY, "write failed");
+                            break;
+                        }
+                    }
                 }
-                // Boxed, like the reader's message handling: an idle connection keeps only
-                // what it needs to wait.
-                match Box::pin(write_queued(&conn, &mut sink, config.batch_max)).await {
-                    Ok(messages) => coalescer.wrote(Instant::now(), messages),
-                    Err(_) => {
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if now >= expires {
+                        conn.close(close::TOKEN_EXPIRED, "token expired");
+                        break;
+                    }
+                    let silent_ms = app.elapsed_ms().saturating_sub(conn.last_seen_ms.load(Ordering::Relaxed));
+                    if silent_ms > 2 * config.heartbeat.as_millis() as u64 {
+                        conn.close(close::GOING_AWAY, "heartbeat timeout");
+                        break;
+                    }
+                    ticks += 1;
+                    if ticks.is_multiple_of(2) && Box::pin(sink.send(Message::Ping(Bytes::new()))).await.is_err() {
                         conn.close(close::GOING_AWAY, "write failed");
                         break;
                     }
+                    timer.as_mut().reset((now + period()).min(expires));
                 }
-            }
-            _ = heartbeat.tick() => {
-                let silent_ms = app.elapsed_ms().saturating_sub(conn.last_seen_ms.load(Ordering::Relaxed));
-                if silent_ms > 2 * config.heartbeat.as_millis() as u64 {
-                    conn.close(close::GOING_AWAY, "heartbeat timeout");
-                    break;
-                }
-                ticks += 1;
-                if ticks.is_multiple_of(2) && sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    conn.close(close::GOING_AWAY, "write failed");
-                    break;
-                }
-            }
-            _ = &mut expiry => {
-                conn.close(close::TOKEN_EXPIRED, "token expired");
-                break;
             }
         }
+        Box::pin(close_writer(&conn, &mut sink, config.batch_max)).await;
     }
-    Box::pin(close_writer(&conn, &mut sink, config.batch_max)).await;
 }
 
 /// The writer's last steps: flush what is queued (not for a slow consumer), then the close
@@ -899,7 +960,7 @@ async fn coalesce(conn: &ConnHandle, at: Instant) -> bool {
     loop {
         tokio::select! {
             biased;
-            _ = conn.cancel.cancelled() => return false,
+            _ = conn.closed() => return false,
             _ = &mut sleep => return true,
             _ = conn.queue.notified() => {
                 if conn.queue.len() >= conn.queue.max() / 2 {

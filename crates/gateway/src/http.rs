@@ -186,8 +186,10 @@ pub async fn websocket(
         upgrade = upgrade.protocols([encoding.subprotocol()]);
     }
     let tracker = app.tracker.clone();
+    // Boxed: what this closure captures stays in the connection's task for its whole life.
+    let identity = Box::new(identity);
     upgrade.on_upgrade(move |socket| {
-        tracker.track_future(crate::connection::serve(app, socket, identity, encoding))
+        tracker.track_future(crate::connection::serve(app, socket, *identity, encoding))
     })
 }
 

@@ -5,14 +5,15 @@
 //! A room event arrives once per node as an `Arc<SharedFrame>` and is queued for each recipient
 //! by refcount; it is encoded at most once per encoding, by the first writer that sends it.
 
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use switchyard_broker::{EventSink, RoomEvent, UserEvent};
 use switchyard_protocol::{Encoding, ServerMessage, SharedFrame};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::metrics::metrics;
 use crate::outbound::{OutboundQueue, Payload, Pushed};
@@ -34,31 +35,54 @@ pub mod close {
 
 const ROOM_SHARDS: usize = 16;
 
+/// A connection's id: a random 128-bit number, shown as 32 hex digits. Held as a number, not
+/// a string: it is in every connection, and only logs and presence entries need its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u128);
+
+impl ConnId {
+    pub fn random() -> Self {
+        ConnId(uuid::Uuid::new_v4().as_u128())
+    }
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
 /// The part of a connection that other tasks reach: its queue, its identity and its close switch.
 pub struct ConnHandle {
-    pub id: Arc<str>,
+    pub id: ConnId,
     pub user_id: Arc<str>,
     pub encoding: Encoding,
     pub queue: OutboundQueue,
-    /// Cancelled when the connection is to close; the writer then sends the close frame.
-    pub cancel: CancellationToken,
-    close_reason: OnceLock<(u16, String)>,
+    /// Set when the connection is to close; the writer then sends the close frame. (A flag and
+    /// a `Notify` rather than a cancellation token: no allocation of its own per connection.)
+    closing: AtomicBool,
+    /// Wakes the reader when `closing` is set; the writer is woken through its queue.
+    closing_notify: Notify,
+    /// Boxed: set only when closing, so an open connection pays a pointer for it.
+    close_reason: OnceLock<Box<(u16, String)>>,
     /// Rooms being joined: their events wait in a buffer until the join reply is queued, so a
     /// resume is "missed messages, then the reply, then live" with no gap or repeat.
-    syncing: Mutex<HashMap<Arc<str>, Vec<RoomEvent>>>,
+    /// A list, not a map: a connection syncs one room at a time, rarely two.
+    syncing: Mutex<Vec<(Arc<str>, Vec<RoomEvent>)>>,
     syncing_count: AtomicUsize,
     /// Milliseconds (since the node started) of the last frame from the peer.
     pub last_seen_ms: AtomicU64,
 }
 
 impl ConnHandle {
-    pub fn new(id: Arc<str>, user_id: Arc<str>, encoding: Encoding, queue: OutboundQueue) -> Self {
+    pub fn new(id: ConnId, user_id: Arc<str>, encoding: Encoding, queue: OutboundQueue) -> Self {
         ConnHandle {
             id,
             user_id,
             encoding,
             queue,
-            cancel: CancellationToken::new(),
+            closing: AtomicBool::new(false),
+            closing_notify: Notify::new(),
             close_reason: OnceLock::new(),
             syncing: Mutex::default(),
             syncing_count: AtomicUsize::new(0),
@@ -68,12 +92,33 @@ impl ConnHandle {
 
     /// Asks the connection to close with `code`. The first reason wins.
     pub fn close(&self, code: u16, reason: &str) {
-        if self.close_reason.set((code, reason.to_owned())).is_ok() && code == close::SLOW_CONSUMER
+        if self
+            .close_reason
+            .set(Box::new((code, reason.to_owned())))
+            .is_ok()
+            && code == close::SLOW_CONSUMER
         {
             // Its backlog is what overflowed: drop it, the client resumes with sinceSeq.
             self.queue.close(true);
         }
-        self.cancel.cancel();
+        self.closing.store(true, Ordering::Release);
+        self.closing_notify.notify_waiters();
+        self.queue.wake();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Completes once [`close`](Self::close) is called.
+    pub async fn closed(&self) {
+        // Created before the check: `notify_waiters` wakes it even if it was never polled.
+        let notified = self.closing_notify.notified();
+        if self.is_closing() {
+            return;
+        }
+        notified.await;
     }
 
     /// The policy at the bound for what may not be dropped: count it, close with 4009.
@@ -87,14 +132,14 @@ impl ConnHandle {
 
     /// The close code and reason, once [`close`](Self::close) was called.
     pub fn close_reason(&self) -> Option<&(u16, String)> {
-        self.close_reason.get()
+        self.close_reason.get().map(|reason| &**reason)
     }
 
     /// Queues a room event for this connection, following the queue's policy at its bound.
     fn deliver(&self, room_id: &str, event: &RoomEvent) {
         if self.syncing_count.load(Ordering::Acquire) > 0 {
             let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(buffer) = syncing.get_mut(room_id) {
+            if let Some((_, buffer)) = syncing.iter_mut().find(|(r, _)| **r == *room_id) {
                 // Held back while a join or publish waits for the broker: bounded like the
                 // queue, with the same policy at the bound (volatile dropped, then 4009).
                 if buffer.len() >= self.queue.max() {
@@ -130,7 +175,8 @@ impl ConnHandle {
     /// Starts buffering the room's events (before its history is read).
     pub fn begin_sync(&self, room_id: &Arc<str>) {
         let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
-        if syncing.insert(room_id.clone(), Vec::new()).is_none() {
+        if !syncing.iter().any(|(r, _)| r == room_id) {
+            syncing.push((room_id.clone(), Vec::new()));
             self.syncing_count.fetch_add(1, Ordering::Release);
         }
     }
@@ -140,7 +186,7 @@ impl ConnHandle {
     /// look like a gap to the client).
     pub fn abort_sync(&self, room_id: &str) {
         let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
-        if syncing.remove(room_id).is_some() {
+        if take_sync(&mut syncing, room_id).is_some() {
             self.syncing_count.fetch_sub(1, Ordering::Release);
         }
     }
@@ -150,7 +196,7 @@ impl ConnHandle {
     /// below `presence_floor` (already in the reply's members).
     pub fn end_sync(&self, room_id: &str, floor: Option<u64>, presence_floor: Option<u64>) {
         let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(buffer) = syncing.remove(room_id) else {
+        let Some(buffer) = take_sync(&mut syncing, room_id) else {
             return;
         };
         for event in &buffer {
@@ -165,6 +211,15 @@ impl ConnHandle {
         // buffer (it would put a newer message before older ones).
         self.syncing_count.fetch_sub(1, Ordering::Release);
     }
+}
+
+/// Removes a room's sync buffer from a connection's list.
+fn take_sync(
+    syncing: &mut Vec<(Arc<str>, Vec<RoomEvent>)>,
+    room_id: &str,
+) -> Option<Vec<RoomEvent>> {
+    let i = syncing.iter().position(|(r, _)| **r == *room_id)?;
+    Some(syncing.swap_remove(i).1)
 }
 
 /// Typing and cursor events may be dropped for a slow client; nothing else may.
@@ -188,11 +243,14 @@ struct RoomEntry {
 /// One lock's worth of the room table (rooms are spread over shards by hash).
 type RoomShard = RwLock<HashMap<Arc<str>, RoomEntry>>;
 
+/// A user's connections on this node: inline for the usual one (no allocation per user).
+type UserConns = SmallVec<[Arc<ConnHandle>; 1]>;
+
 /// Local rooms and users of this node.
 pub struct Hub {
     hasher: RandomState,
     rooms: Box<[RoomShard]>,
-    users: RwLock<HashMap<Arc<str>, Vec<Arc<ConnHandle>>>>,
+    users: RwLock<HashMap<Arc<str>, UserConns>>,
     connections: AtomicUsize,
     room_count: AtomicUsize,
 }
@@ -380,10 +438,10 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicI64;
 
-    fn conn(id: &str, user: &str, encoding: Encoding) -> Arc<ConnHandle> {
+    fn conn(id: u128, user: &str, encoding: Encoding) -> Arc<ConnHandle> {
         let queue = OutboundQueue::new(16, Arc::new(AtomicI64::new(0)));
         Arc::new(ConnHandle::new(
-            Arc::from(id),
+            ConnId(id),
             Arc::from(user),
             encoding,
             queue,
@@ -417,11 +475,11 @@ mod tests {
         let hub = Hub::default();
         let room: Arc<str> = Arc::from("r");
         let conns = [
-            conn("1", "a", Encoding::Json),
-            conn("2", "b", Encoding::Json),
-            conn("3", "c", Encoding::MsgPack),
-            conn("4", "d", Encoding::MsgPack),
-            conn("5", "x", Encoding::Json),
+            conn(1, "a", Encoding::Json),
+            conn(2, "b", Encoding::Json),
+            conn(3, "c", Encoding::MsgPack),
+            conn(4, "d", Encoding::MsgPack),
+            conn(5, "x", Encoding::Json),
         ];
         for c in &conns {
             hub.subscribe(&room, c);
@@ -466,7 +524,7 @@ mod tests {
     fn the_sync_buffer_is_bounded_like_the_queue() {
         let hub = Hub::default();
         let room: Arc<str> = Arc::from("r");
-        let c = conn("1", "a", Encoding::Json);
+        let c = conn(1, "a", Encoding::Json);
         hub.subscribe(&room, &c);
         c.begin_sync(&room);
         for seq in 1..=16 {
@@ -500,7 +558,7 @@ mod tests {
         let hub = Arc::new(Hub::default());
         let room: Arc<str> = Arc::from("r");
         let c = Arc::new(ConnHandle::new(
-            Arc::from("1"),
+            ConnId(1),
             Arc::from("a"),
             Encoding::Json,
             OutboundQueue::new(usize::MAX, Arc::new(AtomicI64::new(0))),
@@ -547,7 +605,7 @@ mod tests {
     fn a_syncing_room_buffers_and_drops_what_the_reply_covers() {
         let hub = Hub::default();
         let room: Arc<str> = Arc::from("r");
-        let c = conn("1", "a", Encoding::Json);
+        let c = conn(1, "a", Encoding::Json);
         hub.subscribe(&room, &c);
         c.begin_sync(&room);
         for seq in 4..=6 {
@@ -579,7 +637,7 @@ mod tests {
     fn a_failed_join_drops_what_it_buffered() {
         let hub = Hub::default();
         let room: Arc<str> = Arc::from("r");
-        let c = conn("1", "a", Encoding::Json);
+        let c = conn(1, "a", Encoding::Json);
         hub.subscribe(&room, &c);
         c.begin_sync(&room);
         hub.room_event("r", &durable(7));

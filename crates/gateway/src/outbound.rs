@@ -269,9 +269,14 @@ impl OutboundQueue {
         self.notify.notify_one();
     }
 
-    /// Waits until something may have been pushed.
+    /// Waits until something may have been pushed (or the connection is closing).
     pub async fn notified(&self) {
         self.notify.notified().await
+    }
+
+    /// Wakes the writer without pushing anything (the connection is closing).
+    pub fn wake(&self) {
+        self.notify.notify_one();
     }
 }
 
