@@ -890,7 +890,12 @@ fn write_loop(
                         break;
                     }
                     if let Some(at) = coalescer.write_at(Instant::now()) {
-                        if !Box::pin(coalesce(&conn, at)).await {
+                        // Only a half-full queue (or a close) cuts the wait short: the pushes
+                        // before that need not wake this task.
+                        conn.queue.wake_from(conn.queue.max() / 2);
+                        let go_on = Box::pin(coalesce(&conn, at)).await;
+                        conn.queue.wake_from(0);
+                        if !go_on {
                             break;
                         }
                     }
@@ -915,6 +920,7 @@ fn write_loop(
                         conn.close(close::GOING_AWAY, "heartbeat timeout");
                         break;
                     }
+                    conn.queue.release_if_empty();
                     ticks += 1;
                     if ticks.is_multiple_of(2) && Box::pin(sink.send(Message::Ping(Bytes::new()))).await.is_err() {
                         conn.close(close::GOING_AWAY, "write failed");
@@ -979,7 +985,8 @@ async fn write_queued(
     batch_max: usize,
 ) -> Result<usize, axum::Error> {
     let mut written = 0;
-    let mut batch = Vec::new();
+    // Sized once for what is waiting, not grown message by message.
+    let mut batch = Vec::with_capacity(conn.queue.len().clamp(1, batch_max));
     loop {
         batch.clear();
         conn.queue

@@ -81,6 +81,9 @@ struct State {
     cursors: HashMap<CursorKey, Arc<SharedFrame>>,
     /// Slots that count against the bound (everything but replays).
     counted: usize,
+    /// A push wakes the writer only once `counted` reaches this (0: every push). Raised while
+    /// the writer coalesces, so the pushes it waits for do not each wake it for nothing.
+    wake_from: usize,
     closed: bool,
 }
 
@@ -133,9 +136,12 @@ impl OutboundQueue {
             counted: true,
         });
         s.counted += 1;
+        let wake = s.counted >= s.wake_from;
         drop(s);
         self.depth.fetch_add(1, Ordering::Relaxed);
-        self.notify.notify_one();
+        if wake {
+            self.notify.notify_one();
+        }
         Ok(outcome)
     }
 
@@ -176,9 +182,12 @@ impl OutboundQueue {
             }),
         }
         s.counted += 1;
+        let wake = s.counted >= s.wake_from;
         drop(s);
         self.depth.fetch_add(1, Ordering::Relaxed);
-        self.notify.notify_one();
+        if wake {
+            self.notify.notify_one();
+        }
         Pushed::Queued
     }
 
@@ -236,13 +245,29 @@ impl OutboundQueue {
             bytes += payload.bytes(encoding).len();
             out.push(payload);
         }
-        if s.slots.is_empty() {
-            // An idle connection keeps no queue memory (a busy one pays an allocation per
-            // write, next to a system call).
+        if s.slots.is_empty() && taken <= 2 {
+            // A connection that receives little keeps no queue memory. A busy one keeps its
+            // buffer rather than grow it again for every batch; the writer gives it back when
+            // the connection has gone quiet ([`release_if_empty`](Self::release_if_empty)).
             s.slots = VecDeque::new();
         }
         drop(s);
         self.depth.fetch_sub(taken, Ordering::Relaxed);
+    }
+
+    /// Frees the queue's buffer if nothing is queued (called on the heartbeat, so a connection
+    /// that was busy holds it at most one heartbeat after it went quiet).
+    pub fn release_if_empty(&self) {
+        let mut s = self.lock();
+        if s.slots.is_empty() {
+            s.slots = VecDeque::new();
+        }
+    }
+
+    /// From now on, pushes wake the writer only once `n` messages are queued (0: every push).
+    /// The writer raises it while it waits to batch, and lowers it before it writes.
+    pub fn wake_from(&self, n: usize) {
+        self.lock().wake_from = n;
     }
 
     /// Number of queued messages.
@@ -494,5 +519,27 @@ mod tests {
         assert_eq!(out.len(), 2, "stops once the byte budget is reached");
         q.close(true);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn while_the_writer_batches_only_a_half_full_queue_wakes_it() {
+        use futures_util::FutureExt;
+        let q = OutboundQueue::new(8, Arc::new(AtomicI64::new(0)));
+        q.wake_from(4);
+        for n in 0..3 {
+            q.push(reply(n)).unwrap();
+        }
+        assert!(
+            q.notified().now_or_never().is_none(),
+            "three of eight queued: the writer sleeps on"
+        );
+        q.push(reply(3)).unwrap();
+        assert!(q.notified().now_or_never().is_some(), "half full: woken");
+        q.wake_from(0);
+        q.push(reply(4)).unwrap();
+        assert!(
+            q.notified().now_or_never().is_some(),
+            "every push wakes it again"
+        );
     }
 }
