@@ -148,7 +148,8 @@ impl RoomEvent {
 /// the room's events back until then can drop the ones the snapshot already covers.
 #[derive(Debug, Clone, Default)]
 pub struct PresenceSnapshot {
-    pub members: Vec<Member>,
+    /// Shared with the node's copy of the room's members (no copy per join).
+    pub members: Arc<[Member]>,
     pub version: u64,
 }
 

@@ -331,7 +331,10 @@ impl Broker for MemoryBroker {
         // Read under the lock that orders the changes: every change up to it was delivered.
         let version = self.inner.presence_version.load(Ordering::Relaxed);
         drop(presence);
-        Ok(PresenceSnapshot { members, version })
+        Ok(PresenceSnapshot {
+            members: members.into(),
+            version,
+        })
     }
 
     async fn presence_leave(&self, room_id: &str, conn: &PresenceConn) -> Result<(), BrokerError> {

@@ -564,7 +564,7 @@ impl Session {
                 }
             }
         } else {
-            (Vec::new(), None)
+            (Arc::from([]), None)
         };
         let recovered = since_seq.map(|_| page.complete);
         let mut floor = page.seq;

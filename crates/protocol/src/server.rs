@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 
 use crate::ids::Ref;
 
@@ -81,7 +82,8 @@ pub enum ServerMessage {
         room_id: String,
         seq: u64,
         epoch: String,
-        members: Vec<Member>,
+        /// Shared: a node lists the same members to every join of the room until they change.
+        members: Arc<[Member]>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]

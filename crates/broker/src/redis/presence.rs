@@ -134,6 +134,7 @@ pub(super) async fn join(
     };
     let received = wait_until_received(inner, room_id, version).await;
     if let Some(members) = members {
+        let members: Arc<[Member]> = members.into();
         if received {
             follow_members(inner, room_id, &members, version);
         }
@@ -141,8 +142,8 @@ pub(super) async fn join(
     }
     if received {
         let snapshot = lock(&inner.rooms)
-            .get(room_id)
-            .and_then(|track| track.members.as_ref())
+            .get_mut(room_id)
+            .and_then(|track| track.members.as_mut())
             .filter(|cache| cache.version >= version)
             .map(MemberCache::snapshot);
         if let Some(snapshot) = snapshot {
@@ -152,7 +153,10 @@ pub(super) async fn join(
     // The followed members were dropped meanwhile (pub/sub resynced), or are behind: ask
     // Redis. The script is idempotent: the entry is only refreshed.
     match join_script(inner, room_id, &entry, true).await {
-        Ok((version, Some(members))) => Ok(PresenceSnapshot { members, version }),
+        Ok((version, Some(members))) => Ok(PresenceSnapshot {
+            members: members.into(),
+            version,
+        }),
         Ok((_, None)) => Err(BrokerError::Internal(
             "presence script answered no members".into(),
         )),
@@ -196,7 +200,7 @@ async fn join_script(
 
 /// Starts following the room's members from a snapshot current at `version`, if no change
 /// newer than it has come through since (it would be missing from the snapshot).
-fn follow_members(inner: &Inner, room_id: &str, members: &[Member], version: u64) {
+fn follow_members(inner: &Inner, room_id: &str, members: &Arc<[Member]>, version: u64) {
     if let Some(track) = lock(&inner.rooms).get_mut(room_id) {
         if track.members.is_none() && track.presence == version {
             track.members = Some(MemberCache::new(members, version));
@@ -215,18 +219,22 @@ pub(super) struct MemberCache {
     /// In the order `room-joined` lists them: by join time, then user id.
     ordered: BTreeMap<(u64, String), Member>,
     joined_at: HashMap<String, u64>,
+    /// `ordered` as the list every join shares, until the next change.
+    listed: Option<Arc<[Member]>>,
 }
 
 impl MemberCache {
-    fn new(members: &[Member], version: u64) -> Self {
+    fn new(members: &Arc<[Member]>, version: u64) -> Self {
         let mut cache = MemberCache {
             version,
             ordered: BTreeMap::new(),
             joined_at: HashMap::with_capacity(members.len()),
+            listed: None,
         };
-        for member in members {
+        for member in members.iter() {
             cache.insert(member.clone());
         }
+        cache.listed = Some(members.clone());
         cache
     }
 
@@ -239,6 +247,7 @@ impl MemberCache {
         }
         self.ordered
             .insert((member.joined_at, member.user_id.clone()), member);
+        self.listed = None;
     }
 
     /// Applies a change (`presence:join`/`presence:leave`) or a mark (`None`) of `version`;
@@ -253,15 +262,20 @@ impl MemberCache {
             Some(ServerMessage::PresenceLeave { user_id, .. }) => {
                 if let Some(joined_at) = self.joined_at.remove(user_id) {
                     self.ordered.remove(&(joined_at, user_id.clone()));
+                    self.listed = None;
                 }
             }
             _ => {}
         }
     }
 
-    fn snapshot(&self) -> PresenceSnapshot {
+    fn snapshot(&mut self) -> PresenceSnapshot {
+        let members = self
+            .listed
+            .get_or_insert_with(|| self.ordered.values().cloned().collect())
+            .clone();
         PresenceSnapshot {
-            members: self.ordered.values().cloned().collect(),
+            members,
             version: self.version,
         }
     }
