@@ -153,10 +153,14 @@ pub(super) async fn join(
     // The followed members were dropped meanwhile (pub/sub resynced), or are behind: ask
     // Redis. The script is idempotent: the entry is only refreshed.
     match join_script(inner, room_id, &entry, true).await {
-        Ok((version, Some(members))) => Ok(PresenceSnapshot {
-            members: members.into(),
-            version,
-        }),
+        Ok((version, Some(members))) => {
+            // As for a first join: changes up to the snapshot must have come through first.
+            wait_until_received(inner, room_id, version).await;
+            Ok(PresenceSnapshot {
+                members: members.into(),
+                version,
+            })
+        }
         Ok((_, None)) => Err(BrokerError::Internal(
             "presence script answered no members".into(),
         )),
