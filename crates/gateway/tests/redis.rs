@@ -126,12 +126,7 @@ async fn presence_is_per_user_across_nodes() {
 
     let mut bob_b = b.connect("bob").await;
     let joined = join(&mut bob_b, "team").await;
-    let users: Vec<&str> = joined["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["userId"].as_str().unwrap())
-        .collect();
+    let users = user_ids(&joined["members"]);
     assert_eq!(
         users,
         ["alice", "bob"],
@@ -242,12 +237,8 @@ async fn concurrent_joins_see_each_member_once() {
                 .await
                 .unwrap();
             let joined = client.recv_type("room-joined", SOON).await.unwrap();
-            let mut view: std::collections::BTreeSet<String> = joined["members"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["userId"].as_str().unwrap().to_owned())
-                .collect();
+            let mut view: std::collections::BTreeSet<String> =
+                user_ids(&joined["members"]).into_iter().collect();
             while view.len() < USERS {
                 let seen = client.recv_type("presence:join", SOON).await.unwrap();
                 let user = seen["member"]["userId"].as_str().unwrap().to_owned();

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::{connect_one, Common, CONNECT_CONCURRENCY};
-use crate::stats::{now_us, Percentiles, Recorder};
+use crate::stats::{lock, now_us, Percentiles, Recorder};
 use crate::wire::{wait_reply, Dialect, Probe, Received, Ws};
 
 pub(crate) struct Storm {
@@ -450,10 +450,6 @@ impl StormClient {
         }
         None
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether the messages of `got` skip a seq after `seq`.
