@@ -13,7 +13,7 @@ pub mod redis;
 
 use async_trait::async_trait;
 use std::sync::{Arc, Mutex, MutexGuard};
-use switchyard_protocol::{Member, Ref, ServerMessage, SharedFrame};
+use switchyard_protocol::{Member, MemberList, Ref, ServerMessage, SharedFrame};
 
 pub use memory::{MemoryBroker, MemoryConfig};
 pub use redis::{RedisBroker, RedisConfig, RedisServer};
@@ -149,7 +149,7 @@ impl RoomEvent {
 #[derive(Debug, Clone, Default)]
 pub struct PresenceSnapshot {
     /// Shared with the node's copy of the room's members (no copy per join).
-    pub members: Arc<[Member]>,
+    pub members: MemberList,
     pub version: u64,
 }
 

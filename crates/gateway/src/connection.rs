@@ -28,7 +28,7 @@ use switchyard_protocol::codec::{encode, write_batch};
 use switchyard_protocol::ids::is_reserved_room;
 use switchyard_protocol::{
     decode_frame, now_ms, parse_message, AckError, ClientMessage, Encoding, ErrorCode, FrameError,
-    Member, Ref, Rejection, ServerMessage,
+    Member, MemberList, Ref, Rejection, ServerMessage,
 };
 
 use crate::auth::Identity;
@@ -564,7 +564,7 @@ impl Session {
                 }
             }
         } else {
-            (Arc::from([]), None)
+            (MemberList::default(), None)
         };
         let recovered = since_seq.map(|_| page.complete);
         let mut floor = page.seq;

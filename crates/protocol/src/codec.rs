@@ -6,10 +6,11 @@
 //! ([`write_batch`]), so batching never re-encodes anything.
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::OnceLock;
 
+use crate::ids::Ref;
 use crate::server::ServerMessage;
 
 /// The encoding of the frames the server sends to one connection, chosen by subprotocol.
@@ -85,26 +86,137 @@ pub fn decode_frame(
 /// Encodes one message. Encoding a [`ServerMessage`] cannot fail (every field is a plain value
 /// or a `serde_json::Value`), so a failure here is a bug, reported as an `internal` error frame.
 pub fn encode(message: &ServerMessage, encoding: Encoding) -> Bytes {
+    match message {
+        ServerMessage::RoomJoined {
+            room_id,
+            seq,
+            epoch,
+            members,
+            recovered,
+            reference,
+        } => {
+            let head = RoomJoinedHead {
+                room_id,
+                seq: *seq,
+                epoch,
+                recovered: *recovered,
+                reference: reference.as_ref(),
+            };
+            match encode_room_joined(&head, members.encoded(encoding), encoding) {
+                Ok(bytes) => Bytes::from(bytes),
+                Err(e) => encoding_failed(e, encoding),
+            }
+        }
+        _ => encode_value(message, encoding),
+    }
+}
+
+/// Encodes any value as [`encode`] does a message.
+pub(crate) fn encode_value<T: Serialize + ?Sized>(value: &T, encoding: Encoding) -> Bytes {
     let result = match encoding {
-        Encoding::Json => serde_json::to_vec(message).map_err(|e| e.to_string()),
-        Encoding::MsgPack => rmp_serde::to_vec_named(message).map_err(|e| e.to_string()),
+        Encoding::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
+        Encoding::MsgPack => rmp_serde::to_vec_named(value).map_err(|e| e.to_string()),
     };
     match result {
         Ok(bytes) => Bytes::from(bytes),
-        Err(e) => {
-            let fallback = ServerMessage::error(
-                crate::ErrorCode::Internal,
-                format!("encoding failed: {e}"),
-                None,
-            );
-            match encoding {
-                Encoding::Json => Bytes::from(serde_json::to_vec(&fallback).unwrap_or_default()),
-                Encoding::MsgPack => {
-                    Bytes::from(rmp_serde::to_vec_named(&fallback).unwrap_or_default())
-                }
+        Err(e) => encoding_failed(e, encoding),
+    }
+}
+
+fn encoding_failed(e: String, encoding: Encoding) -> Bytes {
+    let fallback = ServerMessage::error(
+        crate::ErrorCode::Internal,
+        format!("encoding failed: {e}"),
+        None,
+    );
+    match encoding {
+        Encoding::Json => Bytes::from(serde_json::to_vec(&fallback).unwrap_or_default()),
+        Encoding::MsgPack => Bytes::from(rmp_serde::to_vec_named(&fallback).unwrap_or_default()),
+    }
+}
+
+/// The fields of a `room-joined` besides its members.
+struct RoomJoinedHead<'a> {
+    room_id: &'a str,
+    seq: u64,
+    epoch: &'a str,
+    recovered: Option<bool>,
+    reference: Option<&'a Ref>,
+}
+
+/// `room-joined` with its member list copied in already encoded, byte for byte what serde
+/// makes of the message (a test holds it to that): same fields, same order, same forms.
+fn encode_room_joined(
+    head: &RoomJoinedHead<'_>,
+    members: &[u8],
+    encoding: Encoding,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(members.len() + 128 + head.room_id.len());
+    let field = match encoding {
+        Encoding::Json => {
+            out.extend_from_slice(br#"{"type":"room-joined""#);
+            json_field
+        }
+        Encoding::MsgPack => {
+            let fields = 5 + head.recovered.is_some() as u8 + head.reference.is_some() as u8;
+            out.push(0x80 | fields); // a fixmap: at most 15 entries
+            msgpack_field(&mut out, "type", &"room-joined")?;
+            msgpack_field
+        }
+    };
+    field(&mut out, "roomId", &head.room_id)?;
+    field(&mut out, "seq", &head.seq)?;
+    field(&mut out, "epoch", &head.epoch)?;
+    field(&mut out, "members", &Encoded(members))?;
+    if let Some(recovered) = head.recovered {
+        field(&mut out, "recovered", &recovered)?;
+    }
+    if let Some(reference) = head.reference {
+        field(&mut out, "ref", reference)?;
+    }
+    if encoding == Encoding::Json {
+        out.push(b'}');
+    }
+    Ok(out)
+}
+
+/// A value of a field: one serde writes, or one already encoded.
+trait FieldValue {
+    fn write(&self, out: &mut Vec<u8>, encoding: Encoding) -> Result<(), String>;
+}
+
+impl<T: Serialize> FieldValue for T {
+    fn write(&self, out: &mut Vec<u8>, encoding: Encoding) -> Result<(), String> {
+        match encoding {
+            Encoding::Json => serde_json::to_writer(out, self).map_err(|e| e.to_string()),
+            Encoding::MsgPack => {
+                rmp_serde::encode::write_named(out, self).map_err(|e| e.to_string())
             }
         }
     }
+}
+
+struct Encoded<'a>(&'a [u8]);
+
+impl FieldValue for Encoded<'_> {
+    fn write(&self, out: &mut Vec<u8>, _: Encoding) -> Result<(), String> {
+        out.extend_from_slice(self.0);
+        Ok(())
+    }
+}
+
+/// `,"name":value` (the first field, `type`, is written with the opening brace).
+fn json_field(out: &mut Vec<u8>, name: &str, value: &dyn FieldValue) -> Result<(), String> {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    value.write(out, Encoding::Json)
+}
+
+/// The name as a MessagePack string, then the value.
+fn msgpack_field(out: &mut Vec<u8>, name: &str, value: &dyn FieldValue) -> Result<(), String> {
+    rmp_serde::encode::write(out, name).map_err(|e| e.to_string())?;
+    value.write(out, Encoding::MsgPack)
 }
 
 /// A message shared by every recipient on this node, encoded at most once per encoding, on
@@ -188,7 +300,7 @@ fn write_msgpack_array_len(n: usize, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::Ref;
+    use crate::server::{Member, MemberList};
 
     fn pong(ts: u64) -> ServerMessage {
         ServerMessage::Pong {
@@ -287,5 +399,68 @@ mod tests {
         assert_eq!(a, b);
         let json: serde_json::Value = serde_json::from_slice(f.encoded(Encoding::Json)).unwrap();
         assert_eq!(json, serde_json::json!({"type": "pong", "ts": 1, "ref": 1}));
+    }
+
+    #[test]
+    fn room_joined_with_its_list_copied_in_is_what_serde_makes() {
+        let members = MemberList::from(
+            (0..40)
+                .map(|i| Member {
+                    user_id: format!("user-{i} \"quoted\" é"),
+                    name: (i % 2 == 0).then(|| format!("Name {i}")),
+                    avatar: (i % 3 == 0).then(|| "https://a.example/x.png".to_owned()),
+                    joined_at: 1_700_000_000_000 + i,
+                })
+                .collect::<Vec<_>>(),
+        );
+        let optional = [
+            (None, None),
+            (Some(true), None),
+            (Some(false), Some(Ref::Int(7))),
+            (None, Some(Ref::Str("r\"1".into()))),
+        ];
+        for members in [members, MemberList::default()] {
+            for (recovered, reference) in optional.clone() {
+                for seq in [0, 7, 300, u64::MAX] {
+                    let message = ServerMessage::RoomJoined {
+                        room_id: "doc:a.b@c".into(),
+                        seq,
+                        epoch: "1733140000-ab12".into(),
+                        members: members.clone(),
+                        recovered,
+                        reference: reference.clone(),
+                    };
+                    assert_eq!(
+                        encode(&message, Encoding::Json),
+                        serde_json::to_vec(&message).unwrap(),
+                        "{message:?}"
+                    );
+                    assert_eq!(
+                        encode(&message, Encoding::MsgPack),
+                        rmp_serde::to_vec_named(&message).unwrap(),
+                        "{message:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_member_list_is_encoded_once() {
+        let members = MemberList::from(vec![Member {
+            user_id: "u".into(),
+            name: None,
+            avatar: None,
+            joined_at: 1,
+        }]);
+        let copy = members.clone();
+        assert_eq!(
+            members.encoded(Encoding::Json).as_ptr(),
+            copy.encoded(Encoding::Json).as_ptr()
+        );
+        assert_eq!(
+            &members.encoded(Encoding::Json)[..],
+            br#"[{"userId":"u","joinedAt":1}]"#
+        );
     }
 }

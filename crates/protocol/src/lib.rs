@@ -23,7 +23,7 @@ pub use client::{parse_message, ClientMessage, Inbound, Rejection};
 pub use codec::{decode_frame, Encoding, FrameError, SharedFrame};
 pub use ids::{fnv1a, glob_match, validate_event_name, validate_room_id, Ref};
 pub use limits::Limits;
-pub use server::{AckError, ErrorCode, Member, ServerMessage};
+pub use server::{AckError, ErrorCode, Member, MemberList, ServerMessage};
 
 /// Milliseconds since the Unix epoch, the unit of every `ts` and `joinedAt` in the protocol.
 pub fn now_ms() -> u64 {

@@ -1,10 +1,13 @@
 //! Messages the server sends. Field names are the wire names (camelCase); optional fields are
 //! left out when empty, so a frame carries only what it means.
 
-use serde::{Deserialize, Serialize};
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-use std::sync::Arc;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 
+use crate::codec::{encode_value, Encoding};
 use crate::ids::Ref;
 
 /// A room member as presence reports it: one per user, however many connections it has.
@@ -17,6 +20,70 @@ pub struct Member {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avatar: Option<String>,
     pub joined_at: u64,
+}
+
+/// A room's members as `room-joined` lists them. A node shares one list with every join of the
+/// room until the members change, and encodes it at most once per encoding: in a room of 1,000
+/// the list is 70 KB of JSON, which a join then copies instead of encoding it again.
+#[derive(Clone, Default)]
+pub struct MemberList(Arc<Listed>);
+
+#[derive(Default)]
+struct Listed {
+    members: Box<[Member]>,
+    json: OnceLock<Bytes>,
+    msgpack: OnceLock<Bytes>,
+}
+
+impl MemberList {
+    /// The list encoded as an array, made on first use and kept.
+    pub fn encoded(&self, encoding: Encoding) -> &Bytes {
+        let cell = match encoding {
+            Encoding::Json => &self.0.json,
+            Encoding::MsgPack => &self.0.msgpack,
+        };
+        cell.get_or_init(|| encode_value(&*self.0.members, encoding))
+    }
+}
+
+impl From<Vec<Member>> for MemberList {
+    fn from(members: Vec<Member>) -> Self {
+        MemberList(Arc::new(Listed {
+            members: members.into_boxed_slice(),
+            ..Listed::default()
+        }))
+    }
+}
+
+impl Deref for MemberList {
+    type Target = [Member];
+    fn deref(&self) -> &[Member] {
+        &self.0.members
+    }
+}
+
+impl std::fmt::Debug for MemberList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for MemberList {
+    fn eq(&self, other: &Self) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl Serialize for MemberList {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self[..].serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for MemberList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<Member>::deserialize(deserializer).map(MemberList::from)
+    }
 }
 
 /// The `code` of an `error` frame or of a refused `ack`.
@@ -82,8 +149,9 @@ pub enum ServerMessage {
         room_id: String,
         seq: u64,
         epoch: String,
-        /// Shared: a node lists the same members to every join of the room until they change.
-        members: Arc<[Member]>,
+        /// Shared: a node lists the same members to every join of the room until they change,
+        /// and [`encode`](crate::codec::encode) copies their encoding in.
+        members: MemberList,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use switchyard_protocol::{Member, ServerMessage};
+use switchyard_protocol::{Member, MemberList, ServerMessage};
 
 use super::{envelope, room_channel, room_key, Inner};
 use crate::{lock, sort_members, BrokerError, PresenceConn, PresenceSnapshot};
@@ -134,7 +134,7 @@ pub(super) async fn join(
     };
     let received = wait_until_received(inner, room_id, version).await;
     if let Some(members) = members {
-        let members: Arc<[Member]> = members.into();
+        let members = MemberList::from(members);
         if received {
             follow_members(inner, room_id, &members, version);
         }
@@ -204,7 +204,7 @@ async fn join_script(
 
 /// Starts following the room's members from a snapshot current at `version`, if no change
 /// newer than it has come through since (it would be missing from the snapshot).
-fn follow_members(inner: &Inner, room_id: &str, members: &Arc<[Member]>, version: u64) {
+fn follow_members(inner: &Inner, room_id: &str, members: &MemberList, version: u64) {
     if let Some(track) = lock(&inner.rooms).get_mut(room_id) {
         if track.members.is_none() && track.presence == version {
             track.members = Some(MemberCache::new(members, version));
@@ -224,11 +224,11 @@ pub(super) struct MemberCache {
     ordered: BTreeMap<(u64, String), Member>,
     joined_at: HashMap<String, u64>,
     /// `ordered` as the list every join shares, until the next change.
-    listed: Option<Arc<[Member]>>,
+    listed: Option<MemberList>,
 }
 
 impl MemberCache {
-    fn new(members: &Arc<[Member]>, version: u64) -> Self {
+    fn new(members: &MemberList, version: u64) -> Self {
         let mut cache = MemberCache {
             version,
             ordered: BTreeMap::new(),
@@ -276,7 +276,9 @@ impl MemberCache {
     fn snapshot(&mut self) -> PresenceSnapshot {
         let members = self
             .listed
-            .get_or_insert_with(|| self.ordered.values().cloned().collect())
+            .get_or_insert_with(|| {
+                MemberList::from(self.ordered.values().cloned().collect::<Vec<_>>())
+            })
             .clone();
         PresenceSnapshot {
             members,
