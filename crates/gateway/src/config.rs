@@ -55,6 +55,7 @@ settings! {
     "SWITCHYARD_BATCH_DELAY_MS", "batch-delay-ms", Some("20"), "least time between two writes to a busy connection (over 2 messages per delay), so they fill batches; 0: always write at once";
     "SWITCHYARD_MAX_CONNECTIONS", "max-connections", Some("100000"), "connections per node; past it handshakes get 503";
     "SWITCHYARD_MAX_ROOMS_PER_CONNECTION", "max-rooms-per-connection", Some("100"), "rooms one connection may join or subscribe to";
+    "SWITCHYARD_MAX_CONCURRENT_JOINS", "max-concurrent-joins", Some("16"), "joins and subscribes the node runs at once; more wait their turn (at most 10 s, then `unavailable`)";
     "SWITCHYARD_PRESENCE_TTL_S", "presence-ttl-s", Some("30"), "how long a dead node's presence entries live";
     "SWITCHYARD_HEARTBEAT_MS", "heartbeat-ms", Some("25000"), "protocol ping interval; silent peers are closed after two";
     "SWITCHYARD_DRAIN_MS", "drain-ms", Some("10000"), "how long SIGTERM spreads connection closes over";
@@ -115,6 +116,7 @@ pub struct Config {
     pub batch_delay: Duration,
     pub max_connections: usize,
     pub max_rooms_per_connection: usize,
+    pub max_concurrent_joins: usize,
     pub presence_ttl: Duration,
     pub heartbeat: Duration,
     pub drain: Duration,
@@ -378,6 +380,7 @@ impl Config {
             max_connections: number("SWITCHYARD_MAX_CONNECTIONS", 1, 10_000_000)? as usize,
             max_rooms_per_connection: number("SWITCHYARD_MAX_ROOMS_PER_CONNECTION", 1, 100_000)?
                 as usize,
+            max_concurrent_joins: number("SWITCHYARD_MAX_CONCURRENT_JOINS", 1, 100_000)? as usize,
             presence_ttl: Duration::from_secs(number("SWITCHYARD_PRESENCE_TTL_S", 1, 3_600)?),
             heartbeat: Duration::from_millis(number("SWITCHYARD_HEARTBEAT_MS", 100, 3_600_000)?),
             drain: Duration::from_millis(number("SWITCHYARD_DRAIN_MS", 0, 3_600_000)?),

@@ -51,6 +51,11 @@ pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most bytes the writer puts in one batched frame (a single message may be larger).
 pub const BATCH_MAX_BYTES: usize = 64 * 1024;
+/// Longest a join or subscribe waits for its turn (`SWITCHYARD_MAX_CONCURRENT_JOINS`) before it
+/// is refused with `unavailable`, to be tried again.
+pub const JOIN_WAIT_MAX: Duration = Duration::from_secs(10);
+/// The `retryAfterMs` of a join refused for that.
+const JOIN_RETRY_AFTER_MS: u64 = 1_000;
 
 /// What this connection is doing in one room.
 #[derive(Default)]
@@ -506,6 +511,9 @@ impl Session {
                 ),
             ));
         }
+        // Held until the reply is queued. A storm of resumes takes its turns, so the node's
+        // live deliveries are not stuck behind thousands of joins at once.
+        let _turn = take_join_turn(&app).await?;
         if !already {
             app.broker
                 .subscribe_room(&room)
@@ -820,6 +828,30 @@ fn not_joined(room_id: &str) -> Rejection {
 fn with_temp_id(mut rejection: Rejection, temp_id: Ref) -> Rejection {
     rejection.temp_id = Some(temp_id);
     rejection
+}
+
+/// Waits, in arrival order, until fewer than `SWITCHYARD_MAX_CONCURRENT_JOINS` joins run on the
+/// node; refused after [`JOIN_WAIT_MAX`].
+async fn take_join_turn(app: &App) -> Result<tokio::sync::SemaphorePermit<'_>, Rejection> {
+    if let Ok(permit) = app.joins.try_acquire() {
+        return Ok(permit);
+    }
+    let m = metrics();
+    m.joins_waiting.increment(1.0);
+    let turn = tokio::time::timeout(JOIN_WAIT_MAX, app.joins.acquire()).await;
+    m.joins_waiting.decrement(1.0);
+    match turn {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            m.joins_refused_busy.increment(1);
+            let mut rejection = Rejection::new(
+                ErrorCode::Unavailable,
+                "the node is busy with other joins; try again",
+            );
+            rejection.retry_after_ms = Some(JOIN_RETRY_AFTER_MS);
+            Err(rejection)
+        }
+    }
 }
 
 fn broker_rejection(e: BrokerError) -> Rejection {

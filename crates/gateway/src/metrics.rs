@@ -33,6 +33,10 @@ pub struct Metrics {
     pub presence_members: Gauge,
     pub rooms: Gauge,
     pub broker_publish_seconds: Histogram,
+    /// Joins and subscribes waiting for their turn (`SWITCHYARD_MAX_CONCURRENT_JOINS`).
+    pub joins_waiting: Gauge,
+    /// Joins and subscribes refused after waiting [`crate::connection::JOIN_WAIT_MAX`].
+    pub joins_refused_busy: Counter,
     /// 1 when the node takes traffic (`/readyz` 200), 0 when draining or the broker is down.
     pub ready: Gauge,
 }
@@ -59,6 +63,8 @@ impl Metrics {
             presence_members: gauge!("switchyard_presence_members"),
             rooms: gauge!("switchyard_rooms"),
             broker_publish_seconds: histogram!("switchyard_broker_publish_seconds"),
+            joins_waiting: gauge!("switchyard_joins_waiting"),
+            joins_refused_busy: counter!("switchyard_joins_refused_busy_total"),
             ready: gauge!("switchyard_ready"),
         }
     }

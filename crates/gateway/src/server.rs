@@ -43,6 +43,8 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// Messages queued for all connections of the node.
     pub queue_depth: Arc<AtomicI64>,
+    /// Turns for joins and subscribes (`SWITCHYARD_MAX_CONCURRENT_JOINS`).
+    pub joins: tokio::sync::Semaphore,
     started: Instant,
 }
 
@@ -109,6 +111,7 @@ pub fn build(config: Config) -> Result<Arc<App>, StartError> {
         tracker: TaskTracker::new(),
         metrics: metrics_handle,
         queue_depth: Arc::default(),
+        joins: tokio::sync::Semaphore::new(config.max_concurrent_joins),
         started: Instant::now(),
         config,
     }))

@@ -233,6 +233,39 @@ async fn rooms_per_connection_limit() {
 }
 
 #[tokio::test]
+async fn joins_take_turns_and_give_them_back() {
+    // One join at a time on the node. A turn not given back would hold every later join for
+    // 10 s and then refuse it; a join that did not wait would still be answered. So: joins
+    // from many connections at once, and from one connection one after another, all answered.
+    let node = Node::start(&[("SWITCHYARD_MAX_CONCURRENT_JOINS", "1")]).await;
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        clients.push(node.connect(&format!("u{i}")).await);
+    }
+    for c in &mut clients {
+        c.send(json!({"type": "join-room", "roomId": "busy"}))
+            .await
+            .unwrap();
+    }
+    for c in &mut clients {
+        let reply = c
+            .recv_until(|v| v["type"] == "room-joined" || v["type"] == "error", SOON)
+            .await
+            .unwrap();
+        assert_eq!(reply["type"], "room-joined", "{reply}");
+    }
+    let c = &mut clients[0];
+    for room in ["a", "b", "c"] {
+        join(c, room).await;
+        c.send(json!({"type": "subscribe", "roomId": format!("s-{room}")}))
+            .await
+            .unwrap();
+        c.recv_type("subscribed", SOON).await.unwrap();
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn ping_and_ref_echo() {
     let node = Node::start(&[]).await;
     let mut c = node.connect("p").await;

@@ -299,6 +299,8 @@ interface RoomEntry {
   joinWaiters: Deferred<RoomJoinedMessage>[];
   subscribeWaiters: Deferred<RoomJoinedMessage | SubscribedMessage>[];
   readonly members: MemberList;
+  /** Set while a request the server refused for a passing reason waits to be sent again. */
+  retryTimer: Timer | undefined;
 }
 
 type Outgoing =
@@ -1159,6 +1161,7 @@ export class SwitchyardClient {
         const err = this.serverError(error, roomId);
         for (const w of room.joinWaiters.splice(0)) w.reject(err);
         for (const w of room.subscribeWaiters.splice(0)) w.reject(err);
+        if (err.retryable && desiredOf(room) !== 'none') this.retryRoomLater(room, error.retryAfterMs);
       }
       return;
     }
@@ -1213,6 +1216,7 @@ export class SwitchyardClient {
         lastReply: undefined,
         joinWaiters: [],
         subscribeWaiters: [],
+        retryTimer: undefined,
         members: new MemberList(),
       };
       this.rooms.set(roomId, room);
@@ -1290,8 +1294,25 @@ export class SwitchyardClient {
     return frames;
   }
 
+  /**
+   * Asks again for a room the server refused for a passing reason (`unavailable`: a node busy
+   * with a reconnect storm, or its broker down), while the room is still wanted: after the
+   * server's `retryAfterMs` (1 s without), plus up to half that again so that the clients of a
+   * storm do not all come back together. A reconnect meanwhile asks anyway.
+   */
+  private retryRoomLater(room: RoomEntry, retryAfterMs: number | undefined): void {
+    if (room.retryTimer !== undefined) return;
+    const delay = Math.max(retryAfterMs ?? 1000, 100) * (1 + Math.random() / 2);
+    room.retryTimer = setTimeout(() => {
+      room.retryTimer = undefined;
+      if (this.rooms.get(room.roomId) === room && room.requested === 'none') this.markRoom(room);
+    }, delay);
+  }
+
   private dropRoom(room: RoomEntry, why: string): void {
     if (this.rooms.get(room.roomId) !== room) return;
+    clearTimeout(room.retryTimer);
+    room.retryTimer = undefined;
     this.rooms.delete(room.roomId);
     this.seqs.forget(room.roomId);
     const error = new SwitchyardError('closed', why, { roomId: room.roomId });

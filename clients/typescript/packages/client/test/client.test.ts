@@ -612,6 +612,35 @@ describe('rooms, resume and de-duplication', () => {
     await expect(p).rejects.toMatchObject({ code: 'forbidden', roomId: 'secret', fromServer: true });
   });
 
+  it('asks again for a room refused as unavailable, after retryAfterMs, while it is wanted', async () => {
+    server.autoReply = false;
+    const c = await connected();
+    const p = c.join('busy');
+    await advance(0);
+    const first = server.receivedOf('join-room')[0]!;
+    server.push({ type: 'error', code: 'unavailable', message: 'the node is busy', ref: first.ref!, retryAfterMs: 1000 });
+    await expect(p).rejects.toMatchObject({ code: 'unavailable', retryAfterMs: 1000 });
+    await advance(999);
+    expect(server.receivedOf('join-room')).toHaveLength(1);
+    await advance(501);
+    const joins = server.receivedOf('join-room');
+    expect(joins).toHaveLength(2);
+    expect(joins[1]).toMatchObject({ roomId: 'busy' });
+    expect(joins[1]!.ref).not.toBe(first.ref);
+    // Not for a refusal that would only repeat, nor for a room no longer wanted.
+    server.push({ type: 'error', code: 'forbidden', message: 'no', ref: joins[1]!.ref! });
+    await advance(5000);
+    expect(server.receivedOf('join-room')).toHaveLength(2);
+    c.join('busy').catch(() => {});
+    await advance(0);
+    const third = server.receivedOf('join-room')[2]!;
+    server.push({ type: 'error', code: 'unavailable', message: 'busy', ref: third.ref!, retryAfterMs: 1000 });
+    c.leave('busy');
+    c.leave('busy');
+    await advance(5000);
+    expect(server.receivedOf('join-room')).toHaveLength(3);
+  });
+
   it('keeps presence from room-joined, presence:join/leave and presence:sync', async () => {
     const c = await connected();
     const changes: string[][] = [];
