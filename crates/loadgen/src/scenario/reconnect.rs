@@ -80,45 +80,97 @@ pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Val
         .collect();
     let recorder = Arc::new(Recorder::default());
     // The same deliveries, counted again for the clients that were never disconnected: the
-    // surviving node's service to everyone else during the storm.
+    // surviving node's service to everyone else. Its totals cover the storm only, from the
+    // kill until every disconnected client has resumed ([`storm_window`]); its rows, every
+    // second of the run.
     let undisturbed = Arc::new(Recorder::default());
+    undisturbed.measure(false);
     let outcome = Arc::new(Outcome::default());
     let stop = CancellationToken::new();
     let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    // The clients of the nodes that survive measure the service to everyone else. They run on
+    // a runtime of their own: the generator's work for thousands of resumes at once
+    // (handshakes, replays, member lists) must not delay their reads and show up as the node's
+    // latency. The first node (the one killed) keeps its clients on the main runtime.
+    let observers = Observers(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("storm-observers")
+            .enable_all()
+            .build()
+            .context("starting the observers' runtime")?,
+    ));
     // Each client reads from the moment it has joined: one that waited for all the others
     // would answer no ping for the minute 10,000 take to open, and be closed (1001).
     let tasks = futures_util::stream::iter(users.iter().enumerate())
         .map(|(i, (user, room))| {
-            let (recorder, undisturbed, outcome, stop, killed_at) = (
+            let (rooms, recorder, undisturbed, outcome, killed_at, stop) = (
+                storm.rooms,
                 recorder.clone(),
                 undisturbed.clone(),
                 outcome.clone(),
-                stop.clone(),
                 killed_at.clone(),
+                stop.clone(),
             );
+            let client = move |node: usize, joined: crate::wire::Reply| StormClient {
+                index: i,
+                room: i % rooms,
+                node,
+                seq: joined.seq.unwrap_or(0),
+                epoch: joined.epoch.unwrap_or_default(),
+                recorder,
+                undisturbed,
+                outcome,
+                killed_at,
+                stop,
+                resumed: false,
+                resume_trace: String::new(),
+            };
+            let observers = observers.handle();
+            let urls = common.urls.clone();
             async move {
-                let opened = connect_one(common, i, user, room, true).await?;
-                let joined = opened.joined.context("joined")?;
-                let client = StormClient {
-                    index: i,
-                    room: i % storm.rooms,
-                    node: opened.node,
-                    seq: joined.seq.unwrap_or(0),
-                    epoch: joined.epoch.unwrap_or_default(),
-                    recorder,
-                    undisturbed,
-                    outcome,
-                    killed_at,
-                    stop,
-                    resumed: false,
-                    resume_trace: String::new(),
-                };
                 let tokens = common.tokens_for(user, &common.urls).await?;
-                anyhow::Ok(tokio::spawn(client.run(
-                    opened.ws,
-                    common.urls.clone(),
-                    tokens,
-                )))
+                let node = i % common.urls.len();
+                if node == 0 {
+                    let opened = connect_one(common, i, user, room, true).await?;
+                    let joined = opened.joined.context("joined")?;
+                    let client = client(opened.node, joined);
+                    return anyhow::Ok(tokio::spawn(client.run(
+                        opened.ws,
+                        common.urls.clone(),
+                        tokens,
+                    )));
+                }
+                let (url, room) = (urls[node].clone(), room.clone());
+                let (ready, joined) = tokio::sync::oneshot::channel();
+                let task = observers.spawn(async move {
+                    let opened = async {
+                        let mut ws = Dialect::Switchyard
+                            .connect(&url, Some(&tokens[node]))
+                            .await?;
+                        ws.send(Message::text(Dialect::Switchyard.join(&room, None)))
+                            .await?;
+                        let joined =
+                            wait_reply(Dialect::Switchyard, &mut ws, "room-joined").await?;
+                        anyhow::Ok((ws, joined))
+                    }
+                    .await;
+                    match opened {
+                        Ok((ws, joined)) => {
+                            let client = client(node, joined);
+                            let _ = ready.send(Ok(()));
+                            client.run(ws, urls, tokens).await
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                        }
+                    }
+                });
+                joined
+                    .await
+                    .context("observer task ended")?
+                    .with_context(|| format!("connecting {user} to node {node}"))?;
+                anyhow::Ok(task)
             }
         })
         .buffered(CONNECT_CONCURRENCY)
@@ -147,9 +199,18 @@ pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Val
         "reconnect-storm".into(),
         progress_stop.clone(),
     ));
+    let window = tokio::spawn(storm_window(
+        undisturbed.clone(),
+        outcome.clone(),
+        killed_at.clone(),
+        progress_stop.clone(),
+    ));
     tokio::time::sleep(storm.after).await;
     eprintln!("reconnect-storm: kill -{} {}", storm.signal, storm.kill_pid);
     *lock(&killed_at) = Some(Instant::now());
+    // The storm window opens now: what came before is folded outside it.
+    let kill_s = undisturbed.tick().t;
+    undisturbed.measure(true);
     let status = std::process::Command::new("kill")
         .arg(format!("-{}", storm.signal.to_uppercase()))
         .arg(storm.kill_pid.to_string())
@@ -175,13 +236,14 @@ pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Val
     }
     progress_stop.cancel();
     let _ = progress.await;
+    let ended_s = window.await.ok().flatten();
     stop.cancel();
     for t in tasks {
         let _ = t.await;
     }
     let (_, latency, resume) = recorder.totals();
-    undisturbed.tick();
     let (_, undisturbed_latency, _) = undisturbed.totals();
+
     let behind = behind(&outcome, &final_seq, storm.clients);
     let gaps = std::mem::take(&mut *lock(&outcome.gap_detail));
     Ok(json!({
@@ -208,7 +270,17 @@ pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Val
         "unparsed_frames": outcome.unparsed.load(Ordering::Relaxed),
         "clients_behind_at_end": behind,
         "delivery_latency": latency,
+        // From the kill until every disconnected client had resumed (`storm_window_s`).
         "delivery_latency_undisturbed_clients": undisturbed_latency,
+        "storm_window_s": ended_s.map(|end| ((end - kill_s) * 10.0).round() / 10.0),
+        // The same clients second by second, `t` in seconds from the kill.
+        "undisturbed_by_second": undisturbed.seconds().iter().map(|s| json!({
+            "t": ((s.t - kill_s) * 10.0).round() / 10.0,
+            "deliveries": s.deliveries,
+            "p50_ms": s.p50_ms,
+            "p99_ms": s.p99_ms,
+            "max_ms": s.max_ms,
+        })).collect::<Vec<_>>(),
         "errors": recorder.errors.load(Ordering::Relaxed),
     }))
 }
@@ -220,6 +292,59 @@ fn behind(outcome: &Outcome, final_seq: &[u64], clients: usize) -> usize {
         .filter(|(room, seq)| *seq >= final_seq[*room])
         .count();
     clients - caught_up.min(clients)
+}
+
+/// The observers' runtime, shut down without waiting when the scenario ends (a runtime may not
+/// be dropped, which blocks, inside another).
+struct Observers(Option<tokio::runtime::Runtime>);
+
+impl Observers {
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for Observers {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Ticks the undisturbed clients' recorder every second; after the kill, closes the storm
+/// window (stops counting into the totals) once every client that was disconnected has
+/// resumed, and returns when that was, in seconds of the recorder's clock.
+async fn storm_window(
+    undisturbed: Arc<Recorder>,
+    outcome: Arc<Outcome>,
+    killed_at: Arc<Mutex<Option<Instant>>>,
+    stop: CancellationToken,
+) -> Option<f64> {
+    let mut ended = None;
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        let row = undisturbed.tick();
+        let disconnected = outcome.disconnected.load(Ordering::Relaxed);
+        if ended.is_none()
+            && lock(&killed_at).is_some()
+            && disconnected > 0
+            && outcome.resumed.load(Ordering::Relaxed) >= disconnected
+        {
+            ended = Some(row.t);
+            undisturbed.measure(false);
+        }
+    }
+    undisturbed.tick();
+    ended
 }
 
 /// Publishes at `rate` until stopped; returns the last acked seq.
