@@ -11,7 +11,6 @@
 //! sample per iteration. Compare runs on the same machine; the median is the figure to watch.
 
 use std::hint::black_box;
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,14 +112,13 @@ fn new_message(seq: u64) -> ServerMessage {
 fn room_of(n: usize) -> (Hub, Vec<Arc<ConnHandle>>) {
     let hub = Hub::default();
     let room: Arc<str> = Arc::from("bench");
-    let depth = Arc::new(AtomicI64::new(0));
     let conns: Vec<Arc<ConnHandle>> = (0..n)
         .map(|i| {
             let conn = Arc::new(ConnHandle::new(
                 ConnId(i as u128),
                 Arc::from(format!("u{i}")),
                 Encoding::Json,
-                OutboundQueue::new(1024, depth.clone()),
+                OutboundQueue::new(1024),
             ));
             hub.subscribe(&room, &conn);
             conn

@@ -108,7 +108,7 @@ pub fn serve(
         id,
         identity.user_id.clone(),
         encoding,
-        crate::outbound::OutboundQueue::new(app.config.queue_max, app.queue_depth.clone()),
+        crate::outbound::OutboundQueue::new(app.config.queue_max),
     ));
     // At debug level: an enabled span keeps its formatted fields (about 300 bytes) for the
     // connection's life. The warnings below name the connection themselves.

@@ -254,16 +254,14 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let m = node_metrics();
-    m.outbound_queue_depth
-        .set(app.queue_depth.load(Ordering::Relaxed) as f64);
     m.rooms.set(app.hub.room_count() as f64);
-    let longest = app
-        .hub
-        .all_connections()
-        .iter()
-        .map(|c| c.queue.len())
-        .max()
-        .unwrap_or(0);
+    let (mut total, mut longest) = (0, 0);
+    for conn in app.hub.all_connections() {
+        let len = conn.queue.len();
+        total += len;
+        longest = longest.max(len);
+    }
+    m.outbound_queue_depth.set(total as f64);
     m.outbound_queue_depth_max.set(longest as f64);
     m.ready.set(if app.is_ready() { 1.0 } else { 0.0 });
     (

@@ -436,10 +436,9 @@ impl EventSink for Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicI64;
 
     fn conn(id: u128, user: &str, encoding: Encoding) -> Arc<ConnHandle> {
-        let queue = OutboundQueue::new(16, Arc::new(AtomicI64::new(0)));
+        let queue = OutboundQueue::new(16);
         Arc::new(ConnHandle::new(
             ConnId(id),
             Arc::from(user),
@@ -561,7 +560,7 @@ mod tests {
             ConnId(1),
             Arc::from("a"),
             Encoding::Json,
-            OutboundQueue::new(usize::MAX, Arc::new(AtomicI64::new(0))),
+            OutboundQueue::new(usize::MAX),
         ));
         hub.subscribe(&room, &c);
         let fan_out = {

@@ -14,7 +14,6 @@
 
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_protocol::{Encoding, ServerMessage, SharedFrame};
@@ -88,13 +87,12 @@ struct State {
 }
 
 /// A connection's bounded outbound queue. Producers push from any task without waiting; the
-/// writer is woken through `notify`.
+/// writer is woken through `notify`. Nothing node-wide is touched per message: the node's queue
+/// depth is summed over the connections when `/metrics` is scraped.
 pub struct OutboundQueue {
     state: Mutex<State>,
     notify: Notify,
     max: usize,
-    /// Node-wide total of queued messages, for the queue-depth gauge.
-    depth: Arc<AtomicI64>,
 }
 
 impl OutboundQueue {
@@ -103,12 +101,11 @@ impl OutboundQueue {
         self.max
     }
 
-    pub fn new(max: usize, depth: Arc<AtomicI64>) -> Self {
+    pub fn new(max: usize) -> Self {
         OutboundQueue {
             state: Mutex::default(),
             notify: Notify::new(),
             max,
-            depth,
         }
     }
 
@@ -127,7 +124,6 @@ impl OutboundQueue {
             if !evict_droppable(&mut s) {
                 return Err(Overflow);
             }
-            self.depth.fetch_sub(1, Ordering::Relaxed);
             outcome = Pushed::DroppedVolatile;
         }
         s.slots.push_back(Slot::Message {
@@ -138,7 +134,6 @@ impl OutboundQueue {
         s.counted += 1;
         let wake = s.counted >= s.wake_from;
         drop(s);
-        self.depth.fetch_add(1, Ordering::Relaxed);
         if wake {
             self.notify.notify_one();
         }
@@ -184,7 +179,6 @@ impl OutboundQueue {
         s.counted += 1;
         let wake = s.counted >= s.wake_from;
         drop(s);
-        self.depth.fetch_add(1, Ordering::Relaxed);
         if wake {
             self.notify.notify_one();
         }
@@ -197,15 +191,12 @@ impl OutboundQueue {
         if s.closed {
             return;
         }
-        let before = s.slots.len();
         s.slots.extend(frames.into_iter().map(|f| Slot::Message {
             payload: Payload::Shared(f),
             droppable: false,
             counted: false,
         }));
-        let added = s.slots.len() - before;
         drop(s);
-        self.depth.fetch_add(added as i64, Ordering::Relaxed);
         self.notify.notify_one();
     }
 
@@ -219,7 +210,7 @@ impl OutboundQueue {
     ) {
         let mut s = self.lock();
         let mut bytes = 0;
-        let mut taken = 0i64;
+        let mut taken = 0;
         while out.len() < max_items && bytes < max_bytes {
             let Some(slot) = s.slots.pop_front() else {
                 break;
@@ -251,8 +242,6 @@ impl OutboundQueue {
             // the connection has gone quiet ([`release_if_empty`](Self::release_if_empty)).
             s.slots = VecDeque::new();
         }
-        drop(s);
-        self.depth.fetch_sub(taken, Ordering::Relaxed);
     }
 
     /// Frees the queue's buffer if nothing is queued (called on the heartbeat, so a connection
@@ -284,11 +273,9 @@ impl OutboundQueue {
         let mut s = self.lock();
         s.closed = true;
         if discard {
-            let n = s.slots.len() as i64;
             s.slots.clear();
             s.cursors.clear();
             s.counted = 0;
-            self.depth.fetch_sub(n, Ordering::Relaxed);
         }
         drop(s);
         self.notify.notify_one();
@@ -302,13 +289,6 @@ impl OutboundQueue {
     /// Wakes the writer without pushing anything (the connection is closing).
     pub fn wake(&self) {
         self.notify.notify_one();
-    }
-}
-
-impl Drop for OutboundQueue {
-    fn drop(&mut self) {
-        let n = self.lock().slots.len() as i64;
-        self.depth.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
@@ -463,7 +443,7 @@ mod tests {
 
     #[test]
     fn cursors_are_conflated_in_place() {
-        let q = OutboundQueue::new(8, Arc::default());
+        let q = OutboundQueue::new(8);
         q.push_volatile(&cursor("a", 1.0));
         q.push(reply(1)).unwrap();
         assert_eq!(q.push_volatile(&cursor("a", 2.0)), Pushed::Conflated);
@@ -478,8 +458,7 @@ mod tests {
 
     #[test]
     fn volatile_goes_first_then_4009() {
-        let depth = Arc::new(AtomicI64::new(0));
-        let q = OutboundQueue::new(3, depth.clone());
+        let q = OutboundQueue::new(3);
         q.push_volatile(&typing());
         q.push(reply(1)).unwrap();
         q.push(reply(2)).unwrap();
@@ -498,16 +477,16 @@ mod tests {
             Err(Overflow),
             "full of durable: slow consumer"
         );
-        assert_eq!(depth.load(Ordering::Relaxed), 3);
+        assert_eq!(q.len(), 3);
         q.push_replay(vec![typing(), typing()]);
         assert_eq!(q.len(), 5, "replays are outside the bound");
         assert_eq!(drain(&q).len(), 5);
-        assert_eq!(depth.load(Ordering::Relaxed), 0);
+        assert!(q.is_empty());
     }
 
     #[test]
     fn drain_respects_batch_limits() {
-        let q = OutboundQueue::new(100, Arc::default());
+        let q = OutboundQueue::new(100);
         for i in 0..10 {
             q.push(reply(i)).unwrap();
         }
@@ -524,7 +503,7 @@ mod tests {
     #[test]
     fn while_the_writer_batches_only_a_half_full_queue_wakes_it() {
         use futures_util::FutureExt;
-        let q = OutboundQueue::new(8, Arc::new(AtomicI64::new(0)));
+        let q = OutboundQueue::new(8);
         q.wake_from(4);
         for n in 0..3 {
             q.push(reply(n)).unwrap();

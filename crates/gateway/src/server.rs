@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -41,8 +41,6 @@ pub struct App {
     /// Connection tasks, so the drain can wait for them (axum does not wait for upgraded sockets).
     pub tracker: TaskTracker,
     pub metrics: PrometheusHandle,
-    /// Messages queued for all connections of the node.
-    pub queue_depth: Arc<AtomicI64>,
     /// Turns for joins and subscribes (`SWITCHYARD_MAX_CONCURRENT_JOINS`).
     pub joins: tokio::sync::Semaphore,
     started: Instant,
@@ -110,7 +108,6 @@ pub fn build(config: Config) -> Result<Arc<App>, StartError> {
         draining: AtomicBool::new(false),
         tracker: TaskTracker::new(),
         metrics: metrics_handle,
-        queue_depth: Arc::default(),
         joins: tokio::sync::Semaphore::new(config.max_concurrent_joins),
         started: Instant::now(),
         config,
