@@ -513,7 +513,7 @@ impl Session {
         }
         // Held until the reply is queued. A storm of resumes takes its turns, so the node's
         // live deliveries are not stuck behind thousands of joins at once.
-        let _turn = take_join_turn(&app).await?;
+        let _turn = take_join_turn(&app.joins).await?;
         if !already {
             app.broker
                 .subscribe_room(&room)
@@ -832,13 +832,15 @@ fn with_temp_id(mut rejection: Rejection, temp_id: Ref) -> Rejection {
 
 /// Waits, in arrival order, until fewer than `SWITCHYARD_MAX_CONCURRENT_JOINS` joins run on the
 /// node; refused after [`JOIN_WAIT_MAX`].
-async fn take_join_turn(app: &App) -> Result<tokio::sync::SemaphorePermit<'_>, Rejection> {
-    if let Ok(permit) = app.joins.try_acquire() {
+async fn take_join_turn(
+    turns: &tokio::sync::Semaphore,
+) -> Result<tokio::sync::SemaphorePermit<'_>, Rejection> {
+    if let Ok(permit) = turns.try_acquire() {
         return Ok(permit);
     }
     let m = metrics();
     m.joins_waiting.increment(1.0);
-    let turn = tokio::time::timeout(JOIN_WAIT_MAX, app.joins.acquire()).await;
+    let turn = tokio::time::timeout(JOIN_WAIT_MAX, turns.acquire()).await;
     m.joins_waiting.decrement(1.0);
     match turn {
         Ok(Ok(permit)) => Ok(permit),
@@ -1069,7 +1071,31 @@ pub fn build_frame(encoding: Encoding, batch: &[Payload]) -> Message {
 
 #[cfg(test)]
 mod tests {
-    use super::cursor_color;
+    use super::{cursor_color, take_join_turn, JOIN_RETRY_AFTER_MS, JOIN_WAIT_MAX};
+    use switchyard_protocol::ErrorCode;
+    use tokio::sync::Semaphore;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_join_waits_its_turn_then_is_refused_with_a_retry_hint() {
+        let turns = Semaphore::new(1);
+        let held = take_join_turn(&turns).await.unwrap();
+        // The next one waits, and gets the turn as soon as it is given back.
+        let started = Instant::now();
+        let (waited, _) = tokio::join!(take_join_turn(&turns), async {
+            tokio::time::sleep(JOIN_WAIT_MAX / 2).await;
+            drop(held);
+        });
+        assert!(waited.is_ok());
+        assert_eq!(started.elapsed(), JOIN_WAIT_MAX / 2);
+        // With every turn taken for longer than the bound: refused, with when to come back.
+        let _kept = waited.unwrap();
+        let started = Instant::now();
+        let refused = take_join_turn(&turns).await.unwrap_err();
+        assert_eq!(started.elapsed(), JOIN_WAIT_MAX);
+        assert_eq!(refused.code, ErrorCode::Unavailable);
+        assert_eq!(refused.retry_after_ms, Some(JOIN_RETRY_AFTER_MS));
+    }
 
     #[test]
     fn cursor_colors_are_stable() {
