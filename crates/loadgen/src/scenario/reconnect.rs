@@ -243,7 +243,6 @@ pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Val
     }
     let (_, latency, resume) = recorder.totals();
     let (_, undisturbed_latency, _) = undisturbed.totals();
-
     let behind = behind(&outcome, &final_seq, storm.clients);
     let gaps = std::mem::take(&mut *lock(&outcome.gap_detail));
     Ok(json!({
@@ -300,10 +299,9 @@ struct Observers(Option<tokio::runtime::Runtime>);
 
 impl Observers {
     fn handle(&self) -> tokio::runtime::Handle {
-        match &self.0 {
-            Some(runtime) => runtime.handle().clone(),
-            None => tokio::runtime::Handle::current(),
-        }
+        self.0
+            .as_ref()
+            .map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone())
     }
 }
 
