@@ -86,7 +86,7 @@ pub fn decode_frame(
 /// Encodes one message. Encoding a [`ServerMessage`] cannot fail (every field is a plain value
 /// or a `serde_json::Value`), so a failure here is a bug, reported as an `internal` error frame.
 pub fn encode(message: &ServerMessage, encoding: Encoding) -> Bytes {
-    match message {
+    let encoded = match message {
         ServerMessage::RoomJoined {
             room_id,
             seq,
@@ -94,84 +94,76 @@ pub fn encode(message: &ServerMessage, encoding: Encoding) -> Bytes {
             members,
             recovered,
             reference,
-        } => {
-            let head = RoomJoinedHead {
-                room_id,
-                seq: *seq,
-                epoch,
-                recovered: *recovered,
-                reference: reference.as_ref(),
-            };
-            match encode_room_joined(&head, members.encoded(encoding), encoding) {
-                Ok(bytes) => Bytes::from(bytes),
-                Err(e) => encoding_failed(e, encoding),
-            }
-        }
-        _ => encode_value(message, encoding),
-    }
+        } => room_joined(
+            encoding,
+            room_id,
+            *seq,
+            epoch,
+            members.encoded(encoding),
+            *recovered,
+            reference.as_ref(),
+        ),
+        _ => serialize(message, encoding),
+    };
+    or_internal_error(encoded, encoding)
 }
 
 /// Encodes any value as [`encode`] does a message.
 pub(crate) fn encode_value<T: Serialize + ?Sized>(value: &T, encoding: Encoding) -> Bytes {
-    let result = match encoding {
+    or_internal_error(serialize(value, encoding), encoding)
+}
+
+fn serialize<T: Serialize + ?Sized>(value: &T, encoding: Encoding) -> Result<Vec<u8>, String> {
+    match encoding {
         Encoding::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
         Encoding::MsgPack => rmp_serde::to_vec_named(value).map_err(|e| e.to_string()),
-    };
-    match result {
-        Ok(bytes) => Bytes::from(bytes),
-        Err(e) => encoding_failed(e, encoding),
     }
 }
 
-fn encoding_failed(e: String, encoding: Encoding) -> Bytes {
-    let fallback = ServerMessage::error(
-        crate::ErrorCode::Internal,
-        format!("encoding failed: {e}"),
-        None,
-    );
-    match encoding {
-        Encoding::Json => Bytes::from(serde_json::to_vec(&fallback).unwrap_or_default()),
-        Encoding::MsgPack => Bytes::from(rmp_serde::to_vec_named(&fallback).unwrap_or_default()),
-    }
-}
-
-/// The fields of a `room-joined` besides its members.
-struct RoomJoinedHead<'a> {
-    room_id: &'a str,
-    seq: u64,
-    epoch: &'a str,
-    recovered: Option<bool>,
-    reference: Option<&'a Ref>,
+fn or_internal_error(encoded: Result<Vec<u8>, String>, encoding: Encoding) -> Bytes {
+    let bytes = encoded.unwrap_or_else(|e| {
+        let fallback = ServerMessage::error(
+            crate::ErrorCode::Internal,
+            format!("encoding failed: {e}"),
+            None,
+        );
+        serialize(&fallback, encoding).unwrap_or_default()
+    });
+    Bytes::from(bytes)
 }
 
 /// `room-joined` with its member list copied in already encoded, byte for byte what serde
 /// makes of the message (a test holds it to that): same fields, same order, same forms.
-fn encode_room_joined(
-    head: &RoomJoinedHead<'_>,
-    members: &[u8],
+fn room_joined(
     encoding: Encoding,
+    room_id: &str,
+    seq: u64,
+    epoch: &str,
+    members: &[u8],
+    recovered: Option<bool>,
+    reference: Option<&Ref>,
 ) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(members.len() + 128 + head.room_id.len());
+    let mut out = Vec::with_capacity(members.len() + 128 + room_id.len());
     let field = match encoding {
         Encoding::Json => {
             out.extend_from_slice(br#"{"type":"room-joined""#);
             json_field
         }
         Encoding::MsgPack => {
-            let fields = 5 + head.recovered.is_some() as u8 + head.reference.is_some() as u8;
+            let fields = 5 + recovered.is_some() as u8 + reference.is_some() as u8;
             out.push(0x80 | fields); // a fixmap: at most 15 entries
             msgpack_field(&mut out, "type", &"room-joined")?;
             msgpack_field
         }
     };
-    field(&mut out, "roomId", &head.room_id)?;
-    field(&mut out, "seq", &head.seq)?;
-    field(&mut out, "epoch", &head.epoch)?;
+    field(&mut out, "roomId", &room_id)?;
+    field(&mut out, "seq", &seq)?;
+    field(&mut out, "epoch", &epoch)?;
     field(&mut out, "members", &Encoded(members))?;
-    if let Some(recovered) = head.recovered {
+    if let Some(recovered) = recovered {
         field(&mut out, "recovered", &recovered)?;
     }
-    if let Some(reference) = head.reference {
+    if let Some(reference) = reference {
         field(&mut out, "ref", reference)?;
     }
     if encoding == Encoding::Json {
