@@ -24,7 +24,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
 
 use switchyard_broker::{BrokerError, DurableBody, DurableDraft, PresenceConn};
-use switchyard_protocol::codec::{encode, write_batch};
+use switchyard_protocol::codec::{batch_len, encode, write_batch};
 use switchyard_protocol::ids::is_reserved_room;
 use switchyard_protocol::{
     decode_frame, now_ms, parse_message, AckError, ClientMessage, Encoding, ErrorCode, FrameError,
@@ -1047,13 +1047,8 @@ pub fn build_frame(encoding: Encoding, batch: &[Payload]) -> Message {
             Payload::Encoded(bytes) => bytes.clone(),
         }
     } else {
-        let mut out = Vec::with_capacity(
-            batch
-                .iter()
-                .map(|p| p.bytes(encoding).len() + 1)
-                .sum::<usize>()
-                + 8,
-        );
+        let parts_len = batch.iter().map(|p| p.bytes(encoding).len()).sum();
+        let mut out = Vec::with_capacity(batch_len(encoding, batch.len(), parts_len));
         write_batch(encoding, batch.iter().map(|p| p.bytes(encoding)), &mut out);
         Bytes::from(out)
     };

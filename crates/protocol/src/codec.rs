@@ -277,6 +277,27 @@ pub fn write_batch<'a>(
     }
 }
 
+/// The exact length of what [`write_batch`] writes for `n` parts of `parts_len` bytes in all.
+/// A frame allocated at exactly its size becomes `Bytes` without a second allocation (a `Vec`
+/// with spare capacity needs a shared header, allocated and freed once per frame).
+pub fn batch_len(encoding: Encoding, n: usize, parts_len: usize) -> usize {
+    if n == 1 {
+        return parts_len;
+    }
+    match encoding {
+        // `[`, a comma between two parts, `]`.
+        Encoding::Json => parts_len + n.saturating_sub(1) + 2,
+        Encoding::MsgPack => {
+            parts_len
+                + match n {
+                    0..16 => 1,
+                    16..=0xffff => 3,
+                    _ => 5,
+                }
+        }
+    }
+}
+
 fn write_msgpack_array_len(n: usize, out: &mut Vec<u8>) {
     if n < 16 {
         out.push(0x90 | n as u8);
@@ -381,6 +402,18 @@ mod tests {
             serde_json::from_slice::<ServerMessage>(&out).unwrap(),
             pong(5)
         );
+    }
+
+    #[test]
+    fn batch_len_is_what_write_batch_writes() {
+        let part = [7u8; 3];
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            for n in [0, 1, 2, 15, 16, 17, 0xffff, 0x10000] {
+                let mut out = Vec::new();
+                write_batch(encoding, std::iter::repeat_n(&part[..], n), &mut out);
+                assert_eq!(batch_len(encoding, n, 3 * n), out.len(), "{encoding:?} {n}");
+            }
+        }
     }
 
     #[test]
