@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use switchyard_gateway::{telemetry, Command, Config};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc (its v2 line) instead of glibc's malloc: per-thread free lists without an arena
+/// lock to contend on in the fan-out path (8% less CPU per delivery), and less memory per idle
+/// connection (BENCHMARKS.md, "allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = match Config::from_process() {
