@@ -6,7 +6,6 @@
 //! disconnect command, heartbeat timeout, token expiry): the writer flushes what is queued,
 //! sends the close frame, and the reader waits briefly for the peer's close reply.
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -21,6 +20,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tracing::Instrument;
 
 use switchyard_broker::{BrokerError, DurableBody, DurableDraft, PresenceConn};
@@ -37,6 +40,7 @@ use crate::hub::{close, ConnHandle, ConnId};
 use crate::metrics::{self, metrics};
 use crate::outbound::{Coalescer, Payload};
 use crate::server::App;
+use crate::upgrade::Socket;
 
 /// The server stops typing for a user after this long without a new `typing:start`.
 pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,6 +55,11 @@ pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most bytes the writer puts in one batched frame (a single message may be larger).
 pub const BATCH_MAX_BYTES: usize = 64 * 1024;
+/// Largest frame the writer sends: a larger message goes out in fragments of this size.
+/// tungstenite's write buffer keeps the capacity of the largest frame it ever wrote, for the
+/// connection's whole life; unfragmented, one 70 KB `room-joined` (1,000 members) would stay
+/// in the connection's memory as 70 KB. A fan-out batch (about 20 messages) fits in one.
+pub const FRAGMENT_BYTES: usize = 8 * 1024;
 /// Longest a join or subscribe waits for its turn (`SWITCHYARD_MAX_CONCURRENT_JOINS`) before it
 /// is refused with `unavailable`, to be tried again.
 pub const JOIN_WAIT_MAX: Duration = Duration::from_secs(10);
@@ -98,7 +107,7 @@ fn limiter(budget: RateBudget) -> Limiter {
 /// hundred bytes more in every idle connection.)
 pub fn serve(
     app: Arc<App>,
-    socket: WebSocket,
+    socket: Socket,
     identity: Identity,
     encoding: Encoding,
 ) -> impl std::future::Future<Output = ()> + Send {
@@ -166,11 +175,11 @@ pub fn serve(
 enum Woke {
     Closing,
     TypingDue,
-    Read(Option<Result<Message, axum::Error>>),
+    Read(Option<Result<Message, WsError>>),
 }
 
 impl Session {
-    async fn run(&mut self, mut stream: SplitStream<WebSocket>) {
+    async fn run(&mut self, mut stream: SplitStream<Socket>) {
         let conn = self.conn.clone();
         // A timer only while someone types: an idle connection holds none.
         let mut typing: Option<(Instant, Pin<Box<tokio::time::Sleep>>)> = None;
@@ -219,8 +228,8 @@ impl Session {
     /// Handles what the socket gave; false when the connection is done.
     async fn on_read(
         &mut self,
-        frame: Option<Result<Message, axum::Error>>,
-        stream: &mut SplitStream<WebSocket>,
+        frame: Option<Result<Message, WsError>>,
+        stream: &mut SplitStream<Socket>,
     ) -> bool {
         let message = match frame {
             None => return false,
@@ -237,7 +246,8 @@ impl Session {
         match message {
             Message::Text(text) => self.on_frame(text.as_bytes(), false).await,
             Message::Binary(bytes) => self.on_frame(&bytes, true).await,
-            Message::Ping(_) | Message::Pong(_) => {}
+            // tungstenite answers pings itself; a frame is only ever something we send.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             Message::Close(_) => {
                 // tungstenite has queued the answering close frame; reading once more writes
                 // it (a send would be refused now) and then ends the stream.
@@ -878,17 +888,16 @@ pub fn cursor_color(user_id: &str) -> &'static str {
 }
 
 /// The close code for a read error: oversized frame 1009, invalid UTF-8 1007, protocol 1002.
-fn read_error_close(error: axum::Error) -> (u16, String) {
-    use tungstenite::error::{CapacityError, Error as WsError};
-    let inner = error.into_inner();
-    match inner.downcast_ref::<WsError>() {
-        Some(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => (
+fn read_error_close(error: WsError) -> (u16, String) {
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
             close::TOO_BIG,
             format!("frame of {size} bytes is over the {max_size}-byte limit"),
         ),
-        Some(WsError::Capacity(e)) => (close::TOO_BIG, e.to_string()),
-        Some(WsError::Utf8(_)) => (close::INVALID_DATA, "invalid UTF-8 in a text frame".into()),
-        Some(WsError::Protocol(e)) => (close::PROTOCOL, e.to_string()),
+        WsError::Capacity(e) => (close::TOO_BIG, e.to_string()),
+        WsError::Utf8(_) => (close::INVALID_DATA, "invalid UTF-8 in a text frame".into()),
+        WsError::Protocol(e) => (close::PROTOCOL, e.to_string()),
         _ => (close::INTERNAL, "read error".into()),
     }
 }
@@ -899,7 +908,7 @@ fn read_error_close(error: axum::Error) -> (u16, String) {
 fn write_loop(
     app: Arc<App>,
     conn: Arc<ConnHandle>,
-    mut sink: SplitSink<WebSocket, Message>,
+    mut sink: SplitSink<Socket, Message>,
     expires_at: u64,
 ) -> impl std::future::Future<Output = ()> + Send {
     // One timer for the heartbeat and the token's expiry. The heartbeat ticks twice per
@@ -970,11 +979,7 @@ fn write_loop(
 
 /// The writer's last steps: flush what is queued (not for a slow consumer), then the close
 /// frame with the connection's close code.
-async fn close_writer(
-    conn: &ConnHandle,
-    sink: &mut SplitSink<WebSocket, Message>,
-    batch_max: usize,
-) {
+async fn close_writer(conn: &ConnHandle, sink: &mut SplitSink<Socket, Message>, batch_max: usize) {
     let (code, reason) = conn
         .close_reason()
         .cloned()
@@ -985,7 +990,7 @@ async fn close_writer(
     }
     conn.queue.close(true);
     let frame = CloseFrame {
-        code,
+        code: code.into(),
         reason: Utf8Bytes::from(reason),
     };
     let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
@@ -1015,9 +1020,9 @@ async fn coalesce(conn: &ConnHandle, at: Instant) -> bool {
 /// messages were written. The batch is allocated per call: an idle connection holds none.
 async fn write_queued(
     conn: &ConnHandle,
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut SplitSink<Socket, Message>,
     batch_max: usize,
-) -> Result<usize, axum::Error> {
+) -> Result<usize, WsError> {
     let mut written = 0;
     // Sized once for what is waiting, not grown message by message.
     let mut batch = Vec::with_capacity(conn.queue.len().clamp(1, batch_max));
@@ -1029,39 +1034,75 @@ async fn write_queued(
             return Ok(written);
         }
         written += batch.len();
-        let frame = build_frame(conn.encoding, &batch);
+        let payload = frame_payload(conn.encoding, &batch);
         let m = metrics();
         m.frames_out.increment(1);
         m.messages_out.increment(batch.len() as u64);
         m.batch_size.record(batch.len() as f64);
-        sink.send(frame).await?;
+        if payload.len() <= FRAGMENT_BYTES {
+            sink.send(message(conn.encoding, payload)).await?;
+        } else {
+            send_fragments(sink, conn.encoding, payload).await?;
+        }
     }
 }
 
-/// One frame from queued messages: the message itself, or an array of them. A single shared
-/// message is sent without a copy. Public for the benchmarks (`benches/hot_paths.rs`).
-pub fn build_frame(encoding: Encoding, batch: &[Payload]) -> Message {
-    let bytes = if let [one] = batch {
-        match one {
+/// Sends a message larger than [`FRAGMENT_BYTES`] as fragments of that size (RFC 6455 §5.4);
+/// the peer receives one message. Each fragment is written before the next is made, so
+/// tungstenite's write buffer never holds more than one.
+async fn send_fragments(
+    sink: &mut SplitSink<Socket, Message>,
+    encoding: Encoding,
+    payload: Bytes,
+) -> Result<(), WsError> {
+    let mut opcode = OpCode::Data(match encoding {
+        Encoding::Json => Data::Text,
+        Encoding::MsgPack => Data::Binary,
+    });
+    let mut start = 0;
+    while start < payload.len() {
+        let end = (start + FRAGMENT_BYTES).min(payload.len());
+        let fragment = Frame::message(payload.slice(start..end), opcode, end == payload.len());
+        sink.send(Message::Frame(fragment)).await?;
+        opcode = OpCode::Data(Data::Continue);
+        start = end;
+    }
+    Ok(())
+}
+
+/// The bytes of one frame from queued messages: the message itself, or an array of them. A
+/// single shared message is sent without a copy.
+fn frame_payload(encoding: Encoding, batch: &[Payload]) -> Bytes {
+    if let [one] = batch {
+        return match one {
             Payload::Shared(frame) => frame.encoded(encoding).clone(),
             Payload::Encoded(bytes) => bytes.clone(),
-        }
-    } else {
-        let parts_len = batch.iter().map(|p| p.bytes(encoding).len()).sum();
-        let mut out = Vec::with_capacity(batch_len(encoding, batch.len(), parts_len));
-        write_batch(encoding, batch.iter().map(|p| p.bytes(encoding)), &mut out);
-        Bytes::from(out)
-    };
+        };
+    }
+    let parts_len = batch.iter().map(|p| p.bytes(encoding).len()).sum();
+    let mut out = Vec::with_capacity(batch_len(encoding, batch.len(), parts_len));
+    write_batch(encoding, batch.iter().map(|p| p.bytes(encoding)), &mut out);
+    Bytes::from(out)
+}
+
+/// A whole message in the connection's encoding: text for JSON, binary for MessagePack.
+fn message(encoding: Encoding, payload: Bytes) -> Message {
     match encoding {
         // Our JSON encoder only writes UTF-8; the check is the price of a safe conversion.
-        Encoding::Json => match Utf8Bytes::try_from(bytes) {
+        Encoding::Json => match Utf8Bytes::try_from(payload) {
             Ok(text) => Message::Text(text),
             Err(_) => Message::Text(Utf8Bytes::from_static(
                 r#"{"type":"error","code":"internal","message":"encoding"}"#,
             )),
         },
-        Encoding::MsgPack => Message::Binary(bytes),
+        Encoding::MsgPack => Message::Binary(payload),
     }
+}
+
+/// One frame from queued messages, as the writer makes it. Public for the benchmarks
+/// (`benches/hot_paths.rs`).
+pub fn build_frame(encoding: Encoding, batch: &[Payload]) -> Message {
+    message(encoding, frame_payload(encoding, batch))
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 //! Every refusal is a JSON body `{"error": code, "message": ...}` with its status.
 
 use axum::body::Body;
-use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -14,6 +13,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::Instrument;
 
 use switchyard_broker::{DurableBody, DurableDraft, UserEvent};
@@ -24,6 +24,7 @@ use switchyard_protocol::{
 use crate::auth::{Claims, DEV_TOKEN_TTL_S};
 use crate::metrics::{self as m, metrics as node_metrics};
 use crate::server::App;
+use crate::upgrade::{NotAnUpgrade, Upgrade};
 
 /// Most bytes of an HTTP API request body (the `data` limit plus room for the envelope).
 const API_BODY_SLACK: usize = 4 * 1024;
@@ -95,7 +96,7 @@ pub async fn websocket(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, NotAnUpgrade>,
 ) -> Response {
     if app.draining.load(Ordering::Relaxed) {
         m::connection_refused("draining");
@@ -170,25 +171,26 @@ pub async fn websocket(
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => {
+        Err(refused) => {
             m::connection_refused("not_websocket");
-            return json_error(rejection.status(), "bad_request", &rejection.body_text());
+            return refused.into_response();
         }
     };
-    let offered_any = headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
+    // The chosen subprotocol is echoed only to a client that offered some.
+    let protocol = headers
+        .contains_key(header::SEC_WEBSOCKET_PROTOCOL)
+        .then(|| encoding.subprotocol());
     let limits = app.config.limits;
-    let mut upgrade = upgrade
-        .max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes)
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limits.max_frame_bytes))
+        .max_frame_size(Some(limits.max_frame_bytes))
         .read_buffer_size(READ_BUFFER_BYTES)
+        // Every frame is written as it is sent: the writer batches, not tungstenite.
         .write_buffer_size(0);
-    if offered_any {
-        upgrade = upgrade.protocols([encoding.subprotocol()]);
-    }
     let tracker = app.tracker.clone();
     // Boxed: what this closure captures stays in the connection's task for its whole life.
     let identity = Box::new(identity);
-    upgrade.on_upgrade(move |socket| {
+    upgrade.on_upgrade(protocol, config, move |socket| {
         tracker.track_future(crate::connection::serve(app, socket, *identity, encoding))
     })
 }

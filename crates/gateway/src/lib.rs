@@ -7,6 +7,7 @@
 //! - [`server`]: shared state, router, [`run`] and the drain on shutdown.
 //! - [`http_server`]: the accept loop (hyper, with a deadline for request heads).
 //! - [`http`]: the handshake, the backend HTTP API and the operations routes.
+//! - [`upgrade`]: the WebSocket upgrade itself (RFC 6455), onto a tokio-tungstenite socket.
 //! - [`connection`]: one connection's reader and writer.
 //! - [`outbound`]: the bounded per-connection queue and its policy.
 //! - [`hub`]: local room and user tables and the fan-out loop.
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod server;
 pub mod telemetry;
+pub mod upgrade;
 
 pub use config::{Command, Config};
 pub use server::{build, router, run, serve, App};

@@ -240,3 +240,149 @@ async fn a_client_close_is_answered() {
     assert_eq!(c.close(4000).await, Some(4000), "the code is echoed");
     node.stop().await;
 }
+
+/// A raw WebSocket client that sees frames, not messages: the fragments a message is sent in.
+struct RawClient {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    async fn connect(node: &Node, sub: &str) -> RawClient {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = node.ws_url().trim_start_matches("ws://").to_owned();
+        let addr = addr.split('/').next().unwrap().to_owned();
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let request = format!(
+            "GET /ws?token={} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            token(sub, json!({}))
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(SOON, stream.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed during the handshake");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "the RFC 6455 accept key: {head}"
+        );
+        buf.drain(..head_end);
+        RawClient { stream, buf }
+    }
+
+    /// Sends one masked text frame.
+    async fn send(&mut self, message: Value) {
+        use tokio::io::AsyncWriteExt;
+        let payload = message.to_string().into_bytes();
+        assert!(payload.len() < 126);
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.stream.write_all(&frame).await.unwrap();
+    }
+
+    /// The next frame: (fin, opcode, payload).
+    async fn frame(&mut self) -> (bool, u8, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 2 {
+                let (fin, opcode) = (self.buf[0] & 0x80 != 0, self.buf[0] & 0x0f);
+                let (len, at) = match self.buf[1] & 0x7f {
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    127 if self.buf.len() >= 10 => (
+                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n as usize, 2),
+                };
+                if len != usize::MAX && self.buf.len() >= at + len {
+                    let payload = self.buf[at..at + len].to_vec();
+                    self.buf.drain(..at + len);
+                    return (fin, opcode, payload);
+                }
+            }
+            let mut chunk = [0u8; 16384];
+            let n = tokio::time::timeout(SOON, self.stream.read(&mut chunk))
+                .await
+                .expect("a frame within the deadline")
+                .unwrap();
+            assert!(n > 0, "closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// A message larger than `FRAGMENT_BYTES` goes out in fragments of at most that size (so the
+/// connection's write buffer stays small), and clients of both encodings receive it whole.
+#[tokio::test]
+async fn large_messages_go_out_in_fragments_and_arrive_whole() {
+    use switchyard_gateway::connection::FRAGMENT_BYTES;
+    let node = Node::start(&[]).await;
+    let mut raw = RawClient::connect(&node, "raw").await;
+    let (fin, opcode, welcome) = raw.frame().await;
+    assert!(fin && opcode == 1, "welcome is one text frame");
+    assert!(String::from_utf8_lossy(&welcome).contains("welcome"));
+    raw.send(json!({"type": "join-room", "roomId": "big"}))
+        .await;
+    let mut packed = node
+        .connect_opts(ConnectOptions {
+            token: Some(token("mp", json!({}))),
+            subprotocols: Some("switchyard.v1.msgpack".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut plain = node.connect("js").await;
+    join(&mut packed, "big").await;
+    join(&mut plain, "big").await;
+
+    let data = json!({ "blob": "x".repeat(15_000) });
+    plain
+        .send(json!({"type": "message", "roomId": "big", "tempId": "b1", "text": "large", "data": data}))
+        .await
+        .unwrap();
+    let ack = plain.recv_type("ack", SOON).await.unwrap();
+    assert_eq!(ack["success"], true, "{ack}");
+    for client in [&mut plain, &mut packed] {
+        let m = client.recv_type("new-message", SOON).await.unwrap();
+        assert_eq!((&m["text"], &m["data"]), (&json!("large"), &data));
+    }
+
+    // The raw client sees the fragments: a text frame without FIN, continuations, the last
+    // with FIN; none over the bound; together the whole message.
+    let (mut fin, mut opcode, mut payload) = raw.frame().await;
+    while fin {
+        (fin, opcode, payload) = raw.frame().await; // room-joined, presence: single frames
+    }
+    assert_eq!(opcode, 1, "the first fragment carries the text opcode");
+    let mut message = payload;
+    let mut fragments = 1;
+    while !fin {
+        (fin, opcode, payload) = raw.frame().await;
+        assert_eq!(opcode, 0, "then continuation frames");
+        assert!(payload.len() <= FRAGMENT_BYTES);
+        message.extend(payload);
+        fragments += 1;
+    }
+    assert!(fragments >= 2);
+    let m: Value = serde_json::from_slice(&message).unwrap();
+    let m = if m.is_array() { m[0].clone() } else { m };
+    assert_eq!((&m["type"], &m["data"]), (&json!("new-message"), &data));
+    node.stop().await;
+}

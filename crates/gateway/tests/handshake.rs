@@ -270,6 +270,44 @@ async fn subprotocol_selection() {
     node.stop().await;
 }
 
+/// A request to `/ws` that is not a proper WebSocket upgrade gets a JSON 400 naming what is
+/// wrong (checked after the token, like every other refusal of the handshake).
+#[tokio::test]
+async fn requests_that_are_not_upgrades_get_400() {
+    let node = Node::start(&[]).await;
+    let url = format!("{}?token={}", node.http("/ws"), token("u", json!({})));
+    let get = |headers: &[(&'static str, &'static str)]| {
+        let mut request = reqwest::Client::new().get(&url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let upgrade = [("connection", "Upgrade"), ("upgrade", "websocket")];
+    for (headers, says) in [
+        (&[][..], "Connection"),
+        (&upgrade[..], "Sec-WebSocket-Version"),
+        (
+            &[upgrade[0], upgrade[1], ("sec-websocket-version", "8")][..],
+            "Sec-WebSocket-Version",
+        ),
+        (
+            &[upgrade[0], upgrade[1], ("sec-websocket-version", "13")][..],
+            "Sec-WebSocket-Key",
+        ),
+    ] {
+        let response = get(headers).await.unwrap();
+        assert_eq!(response.status(), 400, "{headers:?}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "bad_request");
+        assert!(
+            body["message"].as_str().unwrap().contains(says),
+            "{headers:?}: {body}"
+        );
+    }
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn origin_allowlist() {
     let node = Node::start(&[(
