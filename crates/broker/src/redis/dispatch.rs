@@ -247,7 +247,6 @@ impl Inner {
                     if seq <= last {
                         Next::Duplicate
                     } else if seq == last + 1 {
-                        track.seq = Some(seq);
                         Next::Deliver(known.clone())
                     } else {
                         Next::CatchUp("seq gap")
@@ -282,18 +281,19 @@ impl Inner {
                 }
                 // Delivered by the catch-up, or live right after it; a message of another
                 // epoch than the room's current one is dropped.
-                if let Some(epoch) = self.advance(room_id, seq, epoch, true) {
+                if let Some(epoch) = self.is_next(room_id, seq, epoch, true) {
                     self.deliver(room_id, seq, epoch, Arc::new(SharedFrame::new(message)));
                 }
             }
         }
     }
 
-    /// Moves the room's delivered position to `seq` when the message is next (`contiguous`),
-    /// or at least newer, in the room's current epoch; returns that epoch when it did.
-    fn advance(&self, room_id: &str, seq: u64, epoch: &str, contiguous: bool) -> Option<Arc<str>> {
-        let mut rooms = lock(&self.rooms);
-        let track = rooms.get_mut(room_id)?;
+    /// Whether `seq` is the room's next message (`contiguous`), or at least newer, in the
+    /// room's current epoch; returns that epoch when it is. [`deliver`](Self::deliver) moves
+    /// the room's position.
+    fn is_next(&self, room_id: &str, seq: u64, epoch: &str, contiguous: bool) -> Option<Arc<str>> {
+        let rooms = lock(&self.rooms);
+        let track = rooms.get(room_id)?;
         let last = track.seq?;
         let next = if contiguous {
             last + 1 == seq
@@ -303,10 +303,14 @@ impl Inner {
         if !next || track.epoch.as_deref() != Some(epoch) {
             return None;
         }
-        track.seq = Some(seq);
         track.epoch.clone()
     }
 
+    /// Hands a durable message to the local subscribers, then moves the room's position to it.
+    /// In that order: a join waits until the position reaches the seq it read, and must then
+    /// find every message up to it already in its buffer, none still on its way (it would
+    /// come after the join's reply, a second time). Only this task moves the position, so
+    /// the next message is checked against it.
     fn deliver(&self, room_id: &str, seq: u64, epoch: Arc<str>, frame: Arc<SharedFrame>) {
         let event = RoomEvent {
             frame,
@@ -315,7 +319,13 @@ impl Inner {
             presence: None,
         };
         self.sink.room_event(room_id, &event);
-        // Delivered before a join waiting for it goes on: it finds it in its buffer.
+        if let Some(track) = lock(&self.rooms).get_mut(room_id) {
+            let same_epoch =
+                matches!((&track.epoch, &event.durable), (Some(e), Some((_, d))) if e == d);
+            if same_epoch && track.seq.is_some_and(|last| last < seq) {
+                track.seq = Some(seq);
+            }
+        }
         self.reached.notify_waiters();
     }
 
@@ -377,7 +387,7 @@ impl Inner {
                 let Some(seq) = frame.message().seq() else {
                     continue;
                 };
-                if let Some(epoch) = self.advance(room_id, seq, &epoch, false) {
+                if let Some(epoch) = self.is_next(room_id, seq, &epoch, false) {
                     self.deliver(room_id, seq, epoch, frame);
                 }
             }
