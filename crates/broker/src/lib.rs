@@ -114,6 +114,10 @@ pub struct HistoryPage {
     pub epoch: Arc<str>,
     /// Whether every message after the asked seq was still there (and the epoch matched).
     pub complete: bool,
+    /// Whether this node had delivered the room's live messages up to `seq` when the page was
+    /// returned. When not (its pub/sub stream lags), messages up to `seq` may still arrive
+    /// live after the join has been answered: the joining connection must skip them.
+    pub caught_up: bool,
 }
 
 /// How a room event is to be delivered.

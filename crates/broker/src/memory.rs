@@ -257,6 +257,7 @@ impl Broker for MemoryBroker {
             seq: log.seq,
             epoch: log.epoch.clone(),
             complete: true,
+            caught_up: true,
         };
         let Some(since) = since_seq else {
             return Ok(page);

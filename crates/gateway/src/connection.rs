@@ -615,7 +615,9 @@ impl Session {
                 reference,
             }
         });
-        self.conn.end_sync(&room, Some(floor), presence_floor);
+        let behind = (!page.caught_up).then(|| page.epoch.clone());
+        self.conn
+            .end_sync(&room, Some(floor), presence_floor, behind);
         Ok(())
     }
 
@@ -625,7 +627,7 @@ impl Session {
     /// the connection is already in goes on live: what arrived meanwhile is queued.
     async fn fail_sync(&mut self, room: &Arc<str>, already: bool) {
         if already {
-            self.conn.end_sync(room, None, None);
+            self.conn.end_sync(room, None, None, None);
             return;
         }
         self.conn.abort_sync(room);
@@ -668,6 +670,8 @@ impl Session {
             }
         }
         app.hub.unsubscribe(&room, &self.conn);
+        // A join that still skips messages it covered: nothing more of the room comes.
+        self.conn.abort_sync(&room);
         app.broker.unsubscribe_room(&room).await;
     }
 
@@ -731,7 +735,7 @@ impl Session {
             }),
             Err(e) => self.reject(reference, refused(broker_rejection(e))),
         }
-        self.conn.end_sync(&room, None, None);
+        self.conn.end_sync(&room, None, None, None);
     }
 
     /// Counts an invalid message; too many in a row close the connection (1008).

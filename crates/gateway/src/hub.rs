@@ -68,7 +68,7 @@ pub struct ConnHandle {
     /// Rooms being joined: their events wait in a buffer until the join reply is queued, so a
     /// resume is "missed messages, then the reply, then live" with no gap or repeat.
     /// A list, not a map: a connection syncs one room at a time, rarely two.
-    syncing: Mutex<Vec<(Arc<str>, Vec<RoomEvent>)>>,
+    syncing: Mutex<Vec<(Arc<str>, Sync)>>,
     syncing_count: AtomicUsize,
     /// Milliseconds (since the node started) of the last frame from the peer.
     pub last_seen_ms: AtomicU64,
@@ -139,20 +139,35 @@ impl ConnHandle {
     fn deliver(&self, room_id: &str, event: &RoomEvent) {
         if self.syncing_count.load(Ordering::Acquire) > 0 {
             let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, buffer)) = syncing.iter_mut().find(|(r, _)| **r == *room_id) {
-                // Held back while a join or publish waits for the broker: bounded like the
-                // queue, with the same policy at the bound (volatile dropped, then 4009).
-                if buffer.len() >= self.queue.max() {
-                    drop(syncing);
-                    if event.durable.is_none() && is_droppable(event.frame.message()) {
-                        metrics().volatile_dropped.increment(1);
-                    } else {
-                        self.close_slow_consumer();
+            if let Some(i) = syncing.iter().position(|(r, _)| **r == *room_id) {
+                match &mut syncing[i].1 {
+                    Sync::Holding(buffer) => {
+                        // Held back while a join or publish waits for the broker: bounded
+                        // like the queue, with the same policy at the bound (volatile
+                        // dropped, then 4009).
+                        if buffer.len() >= self.queue.max() {
+                            drop(syncing);
+                            if event.durable.is_none() && is_droppable(event.frame.message()) {
+                                metrics().volatile_dropped.increment(1);
+                            } else {
+                                self.close_slow_consumer();
+                            }
+                            return;
+                        }
+                        buffer.push(event.clone());
+                        return;
                     }
-                    return;
+                    Sync::Skipping { floor, epoch } => match &event.durable {
+                        // Already in the replay, or covered by the reply's seq.
+                        Some((seq, e)) if *seq <= *floor && *e == *epoch => return,
+                        // The node's stream has passed the join's position.
+                        Some(_) => {
+                            syncing.swap_remove(i);
+                            self.syncing_count.fetch_sub(1, Ordering::Release);
+                        }
+                        None => {}
+                    },
                 }
-                buffer.push(event.clone());
-                return;
             }
         }
         self.enqueue(event);
@@ -175,9 +190,14 @@ impl ConnHandle {
     /// Starts buffering the room's events (before its history is read).
     pub fn begin_sync(&self, room_id: &Arc<str>) {
         let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
-        if !syncing.iter().any(|(r, _)| r == room_id) {
-            syncing.push((room_id.clone(), Vec::new()));
-            self.syncing_count.fetch_add(1, Ordering::Release);
+        match syncing.iter_mut().find(|(r, _)| r == room_id) {
+            Some((_, Sync::Holding(_))) => {}
+            // A join again while the last one still skips: hold from here.
+            Some((_, sync)) => *sync = Sync::Holding(Vec::new()),
+            None => {
+                syncing.push((room_id.clone(), Sync::Holding(Vec::new())));
+                self.syncing_count.fetch_add(1, Ordering::Release);
+            }
         }
     }
 
@@ -194,30 +214,58 @@ impl ConnHandle {
     /// Ends buffering: queues what arrived meanwhile, skipping durable messages at or below
     /// `floor` (already replayed, or covered by the reply's `seq`) and presence changes at or
     /// below `presence_floor` (already in the reply's members).
-    pub fn end_sync(&self, room_id: &str, floor: Option<u64>, presence_floor: Option<u64>) {
+    ///
+    /// With `behind` (the epoch of the join's position), the node's live stream had not yet
+    /// delivered up to `floor` when the join read it: the messages up to `floor` are still on
+    /// their way, and are skipped as they arrive, until the first newer one.
+    pub fn end_sync(
+        &self,
+        room_id: &str,
+        floor: Option<u64>,
+        presence_floor: Option<u64>,
+        behind: Option<Arc<str>>,
+    ) {
         let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(buffer) = take_sync(&mut syncing, room_id) else {
+        let Some(i) = syncing.iter().position(|(r, _)| **r == *room_id) else {
             return;
         };
-        for event in &buffer {
-            let old = matches!((event.durable.as_ref(), floor), (Some((seq, _)), Some(floor)) if *seq <= floor)
-                || matches!((event.presence, presence_floor), (Some(v), Some(floor)) if v <= floor);
-            if !old {
-                self.enqueue(event);
+        let skip_from_now = floor.zip(behind);
+        let skipping = skip_from_now.is_some();
+        let sync = match skip_from_now {
+            Some((floor, epoch)) => {
+                std::mem::replace(&mut syncing[i].1, Sync::Skipping { floor, epoch })
+            }
+            None => syncing.swap_remove(i).1,
+        };
+        if let Sync::Holding(buffer) = sync {
+            for event in &buffer {
+                let old = matches!((event.durable.as_ref(), floor), (Some((seq, _)), Some(floor)) if *seq <= floor)
+                    || matches!((event.presence, presence_floor), (Some(v), Some(floor)) if v <= floor);
+                if !old {
+                    self.enqueue(event);
+                }
             }
         }
         // Only now, with the buffer queued and the lock still held: a delivery that sees no
         // sync in progress skips the lock and queues at once, so it must not overtake the
         // buffer (it would put a newer message before older ones).
-        self.syncing_count.fetch_sub(1, Ordering::Release);
+        if !skipping {
+            self.syncing_count.fetch_sub(1, Ordering::Release);
+        }
     }
 }
 
-/// Removes a room's sync buffer from a connection's list.
-fn take_sync(
-    syncing: &mut Vec<(Arc<str>, Vec<RoomEvent>)>,
-    room_id: &str,
-) -> Option<Vec<RoomEvent>> {
+/// Where a connection is in syncing one room.
+enum Sync {
+    /// A join or publish waits for the broker: the room's events wait here.
+    Holding(Vec<RoomEvent>),
+    /// The join was answered before the node's live stream reached its position: durable
+    /// messages up to `floor` (of `epoch`) were covered by it and are dropped as they arrive.
+    Skipping { floor: u64, epoch: Arc<str> },
+}
+
+/// Removes a room's sync state from a connection's list.
+fn take_sync(syncing: &mut Vec<(Arc<str>, Sync)>, room_id: &str) -> Option<Sync> {
     let i = syncing.iter().position(|(r, _)| **r == *room_id)?;
     Some(syncing.swap_remove(i).1)
 }
@@ -576,7 +624,7 @@ mod tests {
         while seen.len() < N as usize {
             c.begin_sync(&room);
             std::hint::spin_loop();
-            c.end_sync("r", None, None);
+            c.end_sync("r", None, None, None);
             batch.clear();
             c.queue.drain_into(&mut batch, 1024, usize::MAX, c.encoding);
             seen.extend(batch.iter().map(|p| match p {
@@ -622,7 +670,7 @@ mod tests {
             hub.room_event("r", &event);
         }
         assert!(c.queue.is_empty(), "buffered while syncing");
-        c.end_sync("r", Some(5), Some(50));
+        c.end_sync("r", Some(5), Some(50), None);
         let out = drained(&c);
         assert_eq!(
             out.len(),
@@ -630,6 +678,45 @@ mod tests {
             "seqs 4 and 5 and presence changes 30 and 50 are covered by the reply; seq 6 and \
              change 60 are live"
         );
+    }
+
+    #[test]
+    fn a_join_answered_before_the_node_caught_up_skips_what_it_covered() {
+        let hub = Hub::default();
+        let room: Arc<str> = Arc::from("r");
+        let c = conn(1, "a", Encoding::Json);
+        hub.subscribe(&room, &c);
+        let seqs = |c: &ConnHandle| -> Vec<u64> {
+            drained(c)
+                .iter()
+                .map(|p| match p {
+                    Payload::Shared(f) => match f.message() {
+                        ServerMessage::RoomReset { seq, .. } => *seq,
+                        _ => 0,
+                    },
+                    Payload::Encoded(_) => 0,
+                })
+                .collect()
+        };
+        c.begin_sync(&room);
+        hub.room_event("r", &durable(4));
+        // The join read position 6 while the node had delivered only up to 4.
+        c.end_sync("r", Some(6), None, Some(Arc::from("e")));
+        assert!(c.queue.is_empty(), "4 is covered by the reply");
+        for seq in 5..=8 {
+            hub.room_event("r", &durable(seq));
+        }
+        assert_eq!(seqs(&c), [7, 8], "5 and 6 arrive late and are not repeated");
+        assert_eq!(
+            c.syncing_count.load(Ordering::Relaxed),
+            0,
+            "past the join's position, deliveries take the fast path again"
+        );
+        // Without `behind`, nothing is skipped after the reply.
+        c.begin_sync(&room);
+        c.end_sync("r", Some(9), None, None);
+        hub.room_event("r", &durable(9));
+        assert_eq!(seqs(&c), [9]);
     }
 
     #[test]

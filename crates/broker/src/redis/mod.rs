@@ -556,6 +556,7 @@ impl Inner {
             seq,
             epoch: epoch_now.clone(),
             complete: true,
+            caught_up: true,
         };
         let Some(since) = since_seq else {
             return Ok(page);
@@ -704,7 +705,7 @@ impl Broker for RedisBroker {
         epoch: Option<&str>,
         limit: usize,
     ) -> Result<HistoryPage, BrokerError> {
-        let page = self
+        let mut page = self
             .inner
             .read_history(room_id, since_seq, epoch, limit)
             .await?;
@@ -717,6 +718,7 @@ impl Broker for RedisBroker {
         };
         if !self.inner.wait_for_track(room_id, reached).await {
             metrics::counter!("switchyard_broker_seq_catch_up_timeouts_total").increment(1);
+            page.caught_up = false;
         }
         Ok(page)
     }
