@@ -56,6 +56,10 @@ const ROWS: &[(&str, &str)] = &[
     ),
     ("server cores busy", "/cpu/servers_cores"),
     ("load generator cores busy", "/cpu/loadgen_cores"),
+    (
+        "server RSS at the end of the window (MiB)",
+        "/cpu/servers_rss_mib",
+    ),
     ("deliveries expected", "/deliveries_expected"),
     ("lost", "/lost"),
     ("duplicates", "/duplicates"),

@@ -42,12 +42,14 @@ pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
         .parse()?)
 }
 
-/// CPU seconds of a set of processes, read together at one moment.
+/// CPU seconds of a set of processes, read together at one moment, and the servers' memory.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CpuSample {
     pub(crate) servers: f64,
     pub(crate) redis: f64,
     pub(crate) loadgen: f64,
+    /// Resident memory of the server processes together.
+    pub(crate) servers_rss_kib: u64,
 }
 
 /// The processes a run measures.
@@ -67,6 +69,7 @@ impl Watched {
                 .map(|p| cpu_seconds(p).unwrap_or(0.0))
                 .unwrap_or(0.0),
             loadgen: cpu_seconds(0).unwrap_or(0.0),
+            servers_rss_kib: self.servers.iter().map(|p| rss_kib(*p).unwrap_or(0)).sum(),
         }
     }
 

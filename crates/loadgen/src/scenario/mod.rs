@@ -106,7 +106,8 @@ pub(crate) async fn connect_one(
     Ok(Opened { ws, node, joined })
 }
 
-/// CPU used over a window, and per delivery.
+/// CPU used over a window, and per delivery; the servers' memory at its end (a member of a
+/// large room holds more than an idle connection: its queue, the frames it was sent).
 pub(crate) fn cpu_report(
     start: &CpuSample,
     end: &CpuSample,
@@ -132,5 +133,6 @@ pub(crate) fn cpu_report(
         "loadgen_us_per_delivery": per(loadgen),
         "loadgen_cores": loadgen / window_s.max(1e-9),
         "servers_cores": servers / window_s.max(1e-9),
+        "servers_rss_mib": (end.servers_rss_kib as f64 / 1024.0 * 10.0).round() / 10.0,
     })
 }

@@ -41,13 +41,15 @@ struct Outcome {
     last: Mutex<Vec<(usize, u64)>>,
     /// Where the gaps were seen, to tell a lost message from a late resume.
     gap_detail: Mutex<GapDetail>,
+    /// Where the duplicates were seen, the same way.
+    duplicate_detail: Mutex<GapDetail>,
     /// How the clients' connections ended (close code, or "no close frame"), and refused joins.
     closes: Mutex<BTreeMap<String, u64>>,
     unparsed: AtomicU64,
 }
 
-/// Gaps by where they showed and when (seconds from the kill, negative before it), with the
-/// first few in full.
+/// Gaps (or duplicates) by where they showed and when (seconds from the kill, negative before
+/// it), with the first few in full.
 #[derive(Default)]
 struct GapDetail {
     by_phase: BTreeMap<&'static str, u64>,
@@ -56,6 +58,16 @@ struct GapDetail {
 }
 
 const GAP_SAMPLES: usize = 20;
+
+impl GapDetail {
+    fn report(&self) -> serde_json::Value {
+        json!({
+            "by_phase": self.by_phase,
+            "by_second_from_kill": self.by_second.iter().map(|(s, n)| (s.to_string(), *n)).collect::<BTreeMap<_, _>>(),
+            "samples": self.samples,
+        })
+    }
+}
 
 /// Where a client was when it saw a message.
 #[derive(Clone, Copy)]
@@ -245,6 +257,7 @@ pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Val
     let (_, undisturbed_latency, _) = undisturbed.totals();
     let behind = behind(&outcome, &final_seq, storm.clients);
     let gaps = std::mem::take(&mut *lock(&outcome.gap_detail));
+    let duplicates = std::mem::take(&mut *lock(&outcome.duplicate_detail));
     Ok(json!({
         "scenario": "reconnect-storm",
         "dialect": common.dialect,
@@ -260,11 +273,8 @@ pub(crate) async fn run(common: &Common, storm: Storm) -> Result<serde_json::Val
         "gaps": outcome.gaps.load(Ordering::Relaxed),
         "gaps_on_undisturbed_clients": outcome.gaps_live.load(Ordering::Relaxed),
         "duplicates": outcome.duplicates.load(Ordering::Relaxed),
-        "gap_detail": {
-            "by_phase": gaps.by_phase,
-            "by_second_from_kill": gaps.by_second.iter().map(|(s, n)| (s.to_string(), *n)).collect::<BTreeMap<_, _>>(),
-            "samples": gaps.samples,
-        },
+        "gap_detail": gaps.report(),
+        "duplicate_detail": duplicates.report(),
         "disconnect_reasons": *lock(&outcome.closes),
         "unparsed_frames": outcome.unparsed.load(Ordering::Relaxed),
         "clients_behind_at_end": behind,
@@ -459,6 +469,7 @@ impl StormClient {
             let Some(seq) = *seq else { continue };
             if seq <= self.seq {
                 self.outcome.duplicates.fetch_add(1, Ordering::Relaxed);
+                self.note(&self.outcome.duplicate_detail, 1, seq, phase);
                 continue;
             }
             if seq > self.seq + 1 {
@@ -480,6 +491,11 @@ impl StormClient {
         if matches!(phase, Phase::Undisturbed) {
             self.outcome.gaps_live.fetch_add(missed, Ordering::Relaxed);
         }
+        self.note(&self.outcome.gap_detail, missed, seq, phase);
+    }
+
+    /// Notes `count` irregular seqs (gaps or duplicates) at `seq`: where and when.
+    fn note(&self, detail: &Mutex<GapDetail>, count: u64, seq: u64, phase: Phase) {
         let from_kill_ms =
             lock(&self.killed_at).map_or(i64::MIN, |at| at.elapsed().as_millis() as i64);
         let phase = match phase {
@@ -487,14 +503,14 @@ impl StormClient {
             Phase::Replay => "replay of a resume",
             Phase::Resumed => "live, after a resume",
         };
-        let mut detail = lock(&self.outcome.gap_detail);
-        *detail.by_phase.entry(phase).or_default() += missed;
+        let mut detail = lock(detail);
+        *detail.by_phase.entry(phase).or_default() += count;
         let second = if from_kill_ms == i64::MIN {
             i64::MIN
         } else {
             from_kill_ms.div_euclid(1000)
         };
-        *detail.by_second.entry(second).or_default() += missed;
+        *detail.by_second.entry(second).or_default() += count;
         if detail.samples.len() < GAP_SAMPLES {
             detail.samples.push(json!({
                 "client": self.index,
