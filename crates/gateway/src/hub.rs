@@ -68,7 +68,7 @@ pub struct ConnHandle {
     /// Rooms being joined: their events wait in a buffer until the join reply is queued, so a
     /// resume is "missed messages, then the reply, then live" with no gap or repeat.
     /// A list, not a map: a connection syncs one room at a time, rarely two.
-    syncing: Mutex<Vec<(Arc<str>, Sync)>>,
+    syncing: Mutex<Vec<(Arc<str>, RoomSync)>>,
     syncing_count: AtomicUsize,
     /// Milliseconds (since the node started) of the last frame from the peer.
     pub last_seen_ms: AtomicU64,
@@ -141,7 +141,7 @@ impl ConnHandle {
             let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(i) = syncing.iter().position(|(r, _)| **r == *room_id) {
                 match &mut syncing[i].1 {
-                    Sync::Holding(buffer) => {
+                    RoomSync::Holding { buffer, .. } => {
                         // Held back while a join or publish waits for the broker: bounded
                         // like the queue, with the same policy at the bound (volatile
                         // dropped, then 4009).
@@ -157,9 +157,9 @@ impl ConnHandle {
                         buffer.push(event.clone());
                         return;
                     }
-                    Sync::Skipping { floor, epoch } => match &event.durable {
+                    RoomSync::Skipping(skip) => match &event.durable {
                         // Already in the replay, or covered by the reply's seq.
-                        Some((seq, e)) if *seq <= *floor && *e == *epoch => return,
+                        Some((seq, epoch)) if skip.covers(*seq, epoch) => return,
                         // The node's stream has passed the join's position.
                         Some(_) => {
                             syncing.swap_remove(i);
@@ -191,11 +191,16 @@ impl ConnHandle {
     pub fn begin_sync(&self, room_id: &Arc<str>) {
         let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
         match syncing.iter_mut().find(|(r, _)| r == room_id) {
-            Some((_, Sync::Holding(_))) => {}
-            // A join again while the last one still skips: hold from here.
-            Some((_, sync)) => *sync = Sync::Holding(Vec::new()),
+            Some((_, sync)) => {
+                *sync = match std::mem::replace(sync, RoomSync::holding(None)) {
+                    holding @ RoomSync::Holding { .. } => holding,
+                    // A join or publish while an earlier join still skips: hold from here,
+                    // and keep skipping what that join covered.
+                    RoomSync::Skipping(skip) => RoomSync::holding(Some(skip)),
+                };
+            }
             None => {
-                syncing.push((room_id.clone(), Sync::Holding(Vec::new())));
+                syncing.push((room_id.clone(), RoomSync::holding(None)));
                 self.syncing_count.fetch_add(1, Ordering::Release);
             }
         }
@@ -229,43 +234,74 @@ impl ConnHandle {
         let Some(i) = syncing.iter().position(|(r, _)| **r == *room_id) else {
             return;
         };
-        let skip_from_now = floor.zip(behind);
-        let skipping = skip_from_now.is_some();
-        let sync = match skip_from_now {
-            Some((floor, epoch)) => {
-                std::mem::replace(&mut syncing[i].1, Sync::Skipping { floor, epoch })
+        let (buffer, skip) = match std::mem::replace(&mut syncing[i].1, RoomSync::holding(None)) {
+            RoomSync::Holding { buffer, skip } => (buffer, skip),
+            // Not holding (no begin_sync before): nothing to end.
+            skipping @ RoomSync::Skipping(_) => {
+                syncing[i].1 = skipping;
+                return;
             }
-            None => syncing.swap_remove(i).1,
         };
-        if let Sync::Holding(buffer) = sync {
-            for event in &buffer {
-                let old = matches!((event.durable.as_ref(), floor), (Some((seq, _)), Some(floor)) if *seq <= floor)
-                    || matches!((event.presence, presence_floor), (Some(v), Some(floor)) if v <= floor);
-                if !old {
-                    self.enqueue(event);
-                }
+        for event in &buffer {
+            let old = matches!((event.durable.as_ref(), floor), (Some((seq, _)), Some(floor)) if *seq <= floor)
+                || matches!(&event.durable, Some((seq, epoch)) if skip.as_ref().is_some_and(|s| s.covers(*seq, epoch)))
+                || matches!((event.presence, presence_floor), (Some(v), Some(floor)) if v <= floor);
+            if !old {
+                self.enqueue(event);
             }
         }
-        // Only now, with the buffer queued and the lock still held: a delivery that sees no
-        // sync in progress skips the lock and queues at once, so it must not overtake the
-        // buffer (it would put a newer message before older ones).
-        if !skipping {
-            self.syncing_count.fetch_sub(1, Ordering::Release);
+        let behind = floor
+            .zip(behind)
+            .map(|(floor, epoch)| Skip { floor, epoch });
+        match behind.or(skip) {
+            Some(skip) => syncing[i].1 = RoomSync::Skipping(skip),
+            None => {
+                syncing.swap_remove(i);
+                // Only now, with the buffer queued and the lock still held: a delivery that
+                // sees no sync in progress skips the lock and queues at once, so it must not
+                // overtake the buffer (it would put a newer message before older ones).
+                self.syncing_count.fetch_sub(1, Ordering::Release);
+            }
         }
     }
 }
 
 /// Where a connection is in syncing one room.
-enum Sync {
-    /// A join or publish waits for the broker: the room's events wait here.
-    Holding(Vec<RoomEvent>),
-    /// The join was answered before the node's live stream reached its position: durable
-    /// messages up to `floor` (of `epoch`) were covered by it and are dropped as they arrive.
-    Skipping { floor: u64, epoch: Arc<str> },
+enum RoomSync {
+    /// A join or publish waits for the broker: the room's events wait here (and an earlier
+    /// join's skip still applies to them).
+    Holding {
+        buffer: Vec<RoomEvent>,
+        skip: Option<Skip>,
+    },
+    /// A join was answered before the node's live stream reached its position.
+    Skipping(Skip),
+}
+
+impl RoomSync {
+    fn holding(skip: Option<Skip>) -> Self {
+        RoomSync::Holding {
+            buffer: Vec::new(),
+            skip,
+        }
+    }
+}
+
+/// Durable messages up to `floor` of `epoch` were covered by a join's reply, and are dropped
+/// as they arrive; the first newer one ends the skip.
+struct Skip {
+    floor: u64,
+    epoch: Arc<str>,
+}
+
+impl Skip {
+    fn covers(&self, seq: u64, epoch: &Arc<str>) -> bool {
+        seq <= self.floor && *epoch == self.epoch
+    }
 }
 
 /// Removes a room's sync state from a connection's list.
-fn take_sync(syncing: &mut Vec<(Arc<str>, Sync)>, room_id: &str) -> Option<Sync> {
+fn take_sync(syncing: &mut Vec<(Arc<str>, RoomSync)>, room_id: &str) -> Option<RoomSync> {
     let i = syncing.iter().position(|(r, _)| **r == *room_id)?;
     Some(syncing.swap_remove(i).1)
 }
@@ -712,11 +748,21 @@ mod tests {
             0,
             "past the join's position, deliveries take the fast path again"
         );
+        // A publish (its own sync) while a join still skips keeps skipping what it covered.
+        c.begin_sync(&room);
+        c.end_sync("r", Some(10), None, Some(Arc::from("e")));
+        c.begin_sync(&room);
+        hub.room_event("r", &durable(9));
+        c.end_sync("r", None, None, None);
+        for seq in 10..=11 {
+            hub.room_event("r", &durable(seq));
+        }
+        assert_eq!(seqs(&c), [11]);
         // Without `behind`, nothing is skipped after the reply.
         c.begin_sync(&room);
-        c.end_sync("r", Some(9), None, None);
-        hub.room_event("r", &durable(9));
-        assert_eq!(seqs(&c), [9]);
+        c.end_sync("r", Some(12), None, None);
+        hub.room_event("r", &durable(12));
+        assert_eq!(seqs(&c), [12]);
     }
 
     #[test]
