@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// The error code of an `error` frame or a refused `ack`.
 fn code_of(v: &Value) -> Option<&str> {

@@ -314,15 +314,13 @@ impl Inner {
     fn deliver(&self, room_id: &str, seq: u64, epoch: Arc<str>, frame: Arc<SharedFrame>) {
         let event = RoomEvent {
             frame,
-            durable: Some((seq, epoch)),
+            durable: Some((seq, epoch.clone())),
             exclude_user: None,
             presence: None,
         };
         self.sink.room_event(room_id, &event);
         if let Some(track) = lock(&self.rooms).get_mut(room_id) {
-            let same_epoch =
-                matches!((&track.epoch, &event.durable), (Some(e), Some((_, d))) if e == d);
-            if same_epoch && track.seq.is_some_and(|last| last < seq) {
+            if track.epoch.as_ref() == Some(&epoch) && track.seq.is_some_and(|last| last < seq) {
                 track.seq = Some(seq);
             }
         }
