@@ -59,6 +59,7 @@ settings! {
     "SWITCHYARD_PRESENCE_TTL_S", "presence-ttl-s", Some("30"), "how long a dead node's presence entries live";
     "SWITCHYARD_HEARTBEAT_MS", "heartbeat-ms", Some("25000"), "protocol ping interval; silent peers are closed after two";
     "SWITCHYARD_DRAIN_MS", "drain-ms", Some("10000"), "how long SIGTERM spreads connection closes over";
+    "SWITCHYARD_WORKER_THREADS", "worker-threads", None, "threads that run connections (unset: one per CPU the process may use, its cgroup's quota included)";
     "SWITCHYARD_LOG_FORMAT", "log-format", Some("text"), "text or json (level: RUST_LOG)";
 }
 
@@ -122,6 +123,8 @@ pub struct Config {
     pub drain: Duration,
     /// Time from a connection (or its previous response) to a complete request head.
     pub handshake_timeout: Duration,
+    /// Threads of the node's runtime; `None`: one per CPU it may use.
+    pub worker_threads: Option<usize>,
     pub log_format: LogFormat,
 }
 
@@ -389,6 +392,10 @@ impl Config {
                 100,
                 600_000,
             )?),
+            worker_threads: match parse("SWITCHYARD_WORKER_THREADS")? {
+                None => None,
+                Some(_) => Some(number("SWITCHYARD_WORKER_THREADS", 1, 1_024)? as usize),
+            },
             log_format,
         })
     }
@@ -584,6 +591,20 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert!(c.dev && c.broker == BrokerUrl::Memory);
         assert_eq!((c.rate.per_sec, c.rate.burst, c.queue_max), (10, 20, 1024));
+        assert_eq!(c.worker_threads, None);
+    }
+
+    #[test]
+    fn worker_threads_are_a_count_from_1() {
+        let threads = |raw: &str| {
+            Config::from_env([("SWITCHYARD_WORKER_THREADS", raw)]).map(|c| c.worker_threads)
+        };
+        assert_eq!(threads("1").unwrap(), Some(1));
+        assert_eq!(threads(" ").unwrap(), None);
+        for bad in ["0", "two", "1025"] {
+            let e = threads(bad).unwrap_err().to_string();
+            assert!(e.contains("SWITCHYARD_WORKER_THREADS"), "{e}");
+        }
     }
 
     #[test]

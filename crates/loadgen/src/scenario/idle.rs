@@ -52,6 +52,18 @@ pub(crate) async fn run(
     let opened_in = started.elapsed();
     tokio::time::sleep(hold).await;
     let after = rss_kib(pid)?;
+    // A connection the node closed would make the figure a lie: say which and why.
+    let ended = held.iter().filter(|task| task.is_finished()).count();
+    if let Some(first) = held.iter_mut().find(|task| task.is_finished()) {
+        let why = match futures_util::FutureExt::now_or_never(first) {
+            Some(Ok(why)) => why,
+            _ => "unknown".to_owned(),
+        };
+        bail!(
+            "idle: {ended} of {} connections ended while held (the first: {why})",
+            held.len()
+        );
+    }
     let per = after.saturating_sub(before) as f64 * 1024.0 / connections as f64;
     eprintln!(
         "idle/{}: {connections} connections, {per:.0} bytes ({:.2} KiB) of node RSS per connection",
@@ -73,13 +85,25 @@ pub(crate) async fn run(
 }
 
 /// Reads until the connection ends, answering Engine.IO pings (tungstenite answers WebSocket
-/// pings itself).
-async fn hold_open(mut ws: crate::wire::Ws) {
-    while let Some(Ok(frame)) = ws.next().await {
-        if matches!(&frame, Message::Text(t) if t.as_str() == "2")
-            && ws.send(Message::text("3")).await.is_err()
-        {
-            return;
+/// pings itself), and says how it ended.
+async fn hold_open(mut ws: crate::wire::Ws) -> String {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(frame))) => {
+                return match frame {
+                    Some(f) => format!("closed by the node: {} {}", u16::from(f.code), f.reason),
+                    None => "closed by the node without a code".to_owned(),
+                }
+            }
+            Some(Ok(frame)) => {
+                if matches!(&frame, Message::Text(t) if t.as_str() == "2") {
+                    if let Err(e) = ws.send(Message::text("3")).await {
+                        return format!("answering a ping: {e}");
+                    }
+                }
+            }
+            Some(Err(e)) => return format!("read error: {e}"),
+            None => return "the stream ended".to_owned(),
         }
     }
 }
