@@ -247,9 +247,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A random (version 4) UUID from the thread's CSPRNG, for ids made on the hot path: message
+/// ids, candidate epochs and connection ids. `Uuid::new_v4` makes a `getrandom` system call
+/// for each.
+pub fn random_uuid() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+}
+
 /// A fresh history epoch: 16 hex digits.
 pub(crate) fn new_epoch() -> Arc<str> {
-    Arc::from(&uuid::Uuid::new_v4().simple().to_string()[..16])
+    Arc::from(&random_uuid().simple().to_string()[..16])
 }
 
 /// The idempotency key of a tempId: `7` and `"7"` are different tempIds.

@@ -197,7 +197,7 @@ impl Broker for MemoryBroker {
         }
         log.seq += 1;
         let published = Published {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id: crate::random_uuid().simple().to_string(),
             seq: log.seq,
             ts: now_ms(),
             duplicate: false,

@@ -42,7 +42,7 @@ pub struct ConnId(pub u128);
 
 impl ConnId {
     pub fn random() -> Self {
-        ConnId(uuid::Uuid::new_v4().as_u128())
+        ConnId(switchyard_broker::random_uuid().as_u128())
     }
 }
 

@@ -618,7 +618,7 @@ impl Broker for RedisBroker {
             .temp_id
             .as_ref()
             .map(|t| dedupe_key(room_id, draft.user_id.as_deref().unwrap_or(""), t));
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = crate::random_uuid().simple().to_string();
         // seq and ts are placeholders: the script assigns them, receivers fill them in.
         let message = draft.into_message(room_id, id.clone(), 0, 0);
         let keys = vec![
