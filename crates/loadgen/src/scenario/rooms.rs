@@ -60,6 +60,9 @@ struct Tally {
     acks: AtomicU64,
     /// Acked (successfully published) messages per room.
     published: Vec<AtomicU64>,
+    /// Publishers that saw the end of sending: every message they sent is in `sent` (the
+    /// drain must not judge a publisher's last tick half counted).
+    publishers_stopped: AtomicU64,
 }
 
 pub(crate) async fn run(common: &Common, load: RoomLoad) -> Result<serde_json::Value> {
@@ -151,8 +154,10 @@ pub(crate) async fn run(common: &Common, load: RoomLoad) -> Result<serde_json::V
     };
     // A system that fell behind keeps delivering for a while: wait as long as deliveries
     // progress (up to --drain), so `lost` counts what never came, not what came late.
+    let publishers = (load.rooms * load.publishers) as u64;
     let settled = |t: &Tally| {
-        t.acks.load(Ordering::Relaxed) >= recorder.sent.load(Ordering::Relaxed)
+        t.publishers_stopped.load(Ordering::Acquire) >= publishers
+            && t.acks.load(Ordering::Relaxed) >= recorder.sent.load(Ordering::Relaxed)
             && t.unique.load(Ordering::Relaxed) >= expected(t)
     };
     let drain_started = Instant::now();
@@ -258,6 +263,7 @@ impl Member {
         let mut last_seen: HashMap<u32, u64> = HashMap::new();
         let mut received = Received::default();
         let sending = self.publisher.is_some();
+        let mut stopped = false;
         loop {
             tokio::select! {
                 biased;
@@ -282,6 +288,12 @@ impl Member {
                         break;
                     }
                     self.record(&received, &mut last_seen, &mut in_flight);
+                }
+                // After any tick in progress (a select runs one branch at a time): what this
+                // publisher sent is counted before the drain may see it as stopped.
+                _ = self.stop_sending.cancelled(), if sending && !stopped => {
+                    stopped = true;
+                    self.tally.publishers_stopped.fetch_add(1, Ordering::Release);
                 }
                 _ = tick.tick(), if sending && !self.stop_sending.is_cancelled() => {
                     let now = Instant::now();
@@ -317,6 +329,12 @@ impl Member {
                     }
                 }
             }
+        }
+        if sending && !stopped {
+            // Ended early (its connection broke): it sends no more either.
+            self.tally
+                .publishers_stopped
+                .fetch_add(1, Ordering::Release);
         }
         let _ = ws.close(None).await;
     }
