@@ -240,6 +240,10 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can take publishes now (for `/readyz`).
     fn is_ready(&self) -> bool;
+
+    /// Ends the broker's connections, once the node has drained. Nothing may be called
+    /// after it. The in-memory broker has nothing to end.
+    async fn close(&self) {}
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

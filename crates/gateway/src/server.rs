@@ -203,6 +203,7 @@ pub async fn serve(
     if let Err(e) = server.await {
         tracing::error!(error = %e, "HTTP server task failed");
     }
+    app.broker.close().await;
     tracing::info!(node = %app.config.node_id, "drained; bye");
     Ok(())
 }

@@ -34,7 +34,7 @@ use fred::prelude::{
 use fred::types::config::UnresponsiveConfig;
 use fred::types::scripts::Script;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -90,6 +90,8 @@ const VOLATILE_BATCH: usize = 256;
 /// room's seq, its presence version). Past it (pub/sub is broken or far behind) the join goes
 /// on, and the joining connection may see a message or a presence change twice.
 pub const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
+/// How long [`Broker::close`] waits for Redis to answer the connections' `QUIT`.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A room's seq and epoch outlive its last message by at least this long.
 pub const ROOM_META_TTL: Duration = Duration::from_secs(86_400);
 
@@ -121,6 +123,8 @@ pub struct RedisConfig {
 pub struct RedisBroker {
     inner: Arc<Inner>,
     tasks: Vec<JoinHandle<()>>,
+    /// Set by [`Broker::close`]: the connections were ended, dropping has nothing left to do.
+    closed: AtomicBool,
 }
 
 pub(crate) struct Inner {
@@ -351,7 +355,11 @@ impl RedisBroker {
             volatile_rx,
         )));
         tasks.push(tokio::spawn(presence::heartbeat(Arc::downgrade(&inner))));
-        Ok(RedisBroker { inner, tasks })
+        Ok(RedisBroker {
+            inner,
+            tasks,
+            closed: AtomicBool::new(false),
+        })
     }
 
     /// Number of pub/sub channels this node holds (rooms, users, its canary).
@@ -366,6 +374,13 @@ fn script_slot(first_key: Option<&String>, connections: usize) -> usize {
     first_key.map_or(0, |key| {
         usize::from(fred::util::redis_keyslot(key.as_bytes())) % connections
     })
+}
+
+/// Ends a connection that is up; one that is down stops reconnecting when dropped.
+async fn quit_if_connected(client: &impl ClientLike) {
+    if client.is_connected() {
+        let _ = client.quit().await;
+    }
 }
 
 fn spawn_connection(client: &impl ClientLike) -> JoinHandle<()> {
@@ -419,7 +434,12 @@ async fn log_errors(
 }
 
 impl Drop for RedisBroker {
+    /// A broker dropped without [`Broker::close`] (a test's node, say) still ends its
+    /// connections, as far as a runtime is there to run the `QUIT`s.
     fn drop(&mut self) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
         for task in &self.tasks {
             task.abort();
         }
@@ -608,6 +628,24 @@ impl Inner {
 
 #[async_trait]
 impl Broker for RedisBroker {
+    async fn close(&self) {
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        // The receive path first: a connection that ends is not news to log or recover from.
+        for task in &self.tasks {
+            task.abort();
+        }
+        let inner = &self.inner;
+        let quits = futures_util::future::join(
+            futures_util::future::join_all(inner.script_clients.iter().map(quit_if_connected)),
+            quit_if_connected(&inner.subscriber),
+        );
+        if tokio::time::timeout(CLOSE_TIMEOUT, quits).await.is_err() {
+            tracing::warn!("Redis did not answer QUIT in time; closing anyway");
+        }
+    }
+
     async fn publish_durable(
         &self,
         room_id: &str,
