@@ -51,6 +51,10 @@ const ROWS: &[(&str, &str)] = &[
         "/cpu/server_us_per_delivery",
     ),
     (
+        "of which in the kernel (µs)",
+        "/cpu/server_system_us_per_delivery",
+    ),
+    (
         "server + Redis CPU per delivery (µs)",
         "/cpu/server_and_redis_us_per_delivery",
     ),

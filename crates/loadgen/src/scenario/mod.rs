@@ -115,6 +115,7 @@ pub(crate) fn cpu_report(
     window_s: f64,
 ) -> serde_json::Value {
     let servers = end.servers - start.servers;
+    let servers_system = end.servers_system - start.servers_system;
     let redis = end.redis - start.redis;
     let loadgen = end.loadgen - start.loadgen;
     let per = |s: f64| {
@@ -129,6 +130,7 @@ pub(crate) fn cpu_report(
         "redis_s": redis,
         "loadgen_s": loadgen,
         "server_us_per_delivery": per(servers),
+        "server_system_us_per_delivery": per(servers_system),
         "server_and_redis_us_per_delivery": per(servers + redis),
         "loadgen_us_per_delivery": per(loadgen),
         "loadgen_cores": loadgen / window_s.max(1e-9),
