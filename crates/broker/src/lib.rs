@@ -13,6 +13,7 @@ pub mod redis;
 
 use async_trait::async_trait;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use switchyard_protocol::{Member, MemberList, Ref, ServerMessage, SharedFrame};
 
 pub use memory::{MemoryBroker, MemoryConfig};
@@ -217,6 +218,12 @@ pub trait Broker: Send + Sync + 'static {
         epoch: Option<&str>,
         limit: usize,
     ) -> Result<HistoryPage, BrokerError>;
+
+    /// Waits, at most `within`, until this node has handed durable message `seq` of the room
+    /// to its local subscribers. A publisher calls it before its `ack`, so that the ack and its
+    /// own message (which the publish holds back until the ack) leave in one frame, not two.
+    /// The in-memory broker delivers before `publish_durable` returns: nothing to wait for.
+    async fn delivered_locally(&self, _room_id: &str, _seq: u64, _within: Duration) {}
 
     async fn subscribe_room(&self, room_id: &str) -> Result<(), BrokerError>;
     async fn unsubscribe_room(&self, room_id: &str);

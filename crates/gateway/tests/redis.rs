@@ -515,3 +515,73 @@ async fn a_served_room_keeps_its_seq_without_messages() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A sink that takes 50 ms to hand each durable message on (it sleeps on the broker's delivery
+/// path, which a real sink must never do), then notes its seq.
+#[derive(Default)]
+struct SlowSink {
+    delivered: std::sync::Mutex<Vec<u64>>,
+}
+
+impl switchyard_broker::EventSink for SlowSink {
+    fn room_event(&self, _room_id: &str, event: &switchyard_broker::RoomEvent) {
+        if let Some((seq, _)) = &event.durable {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            self.delivered.lock().unwrap().push(*seq);
+        }
+    }
+
+    fn user_event(&self, _user_id: &str, _event: &switchyard_broker::UserEvent) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_locally_waits_until_the_node_has_handed_the_message_on() {
+    use std::time::{Duration, Instant};
+    use switchyard_broker::{Broker, DurableBody, DurableDraft, RedisBroker, RedisConfig};
+
+    let redis = Redis::start();
+    let sink = std::sync::Arc::new(SlowSink::default());
+    let broker = RedisBroker::new(
+        RedisConfig {
+            server: switchyard_broker::RedisServer::Standalone(redis.url()),
+            node_id: "echo-test".into(),
+            history_size: 100,
+            history_ttl: Duration::from_secs(60),
+            presence_ttl: Duration::from_secs(30),
+        },
+        sink.clone(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + READY;
+    while !broker.is_ready() {
+        assert!(Instant::now() < deadline, "the broker never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    broker.subscribe_room("echo").await.unwrap();
+    let draft = DurableDraft {
+        user_id: Some("u".into()),
+        name: None,
+        temp_id: None,
+        body: DurableBody::Message {
+            text: "hi".into(),
+            data: None,
+        },
+    };
+    let published = broker.publish_durable("echo", draft).await.unwrap();
+    broker.delivered_locally("echo", published.seq, SOON).await;
+    // The sink notes a message 50 ms after it arrives: a wait that returned with Redis's
+    // reply, not with the delivery, finds nothing here.
+    assert_eq!(*sink.delivered.lock().unwrap(), vec![published.seq]);
+
+    // A message that never comes: the wait ends at its bound.
+    let started = Instant::now();
+    broker
+        .delivered_locally("echo", published.seq + 1, Duration::from_millis(100))
+        .await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(100) && waited < SOON,
+        "waited {waited:?} for a message that never comes, with a bound of 100 ms"
+    );
+    broker.close().await;
+}

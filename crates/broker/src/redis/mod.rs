@@ -457,9 +457,14 @@ impl Drop for RedisBroker {
 }
 
 impl Inner {
-    /// Waits, at most [`CATCH_UP_WAIT`], until the room's track satisfies `reached` (or the
-    /// room is no longer served); false when the wait ran out.
-    async fn wait_for_track(&self, room_id: &str, reached: impl Fn(&Track) -> bool) -> bool {
+    /// Waits, at most `within`, until the room's track satisfies `reached` (or the room is no
+    /// longer served); false when the wait ran out.
+    async fn wait_for_track(
+        &self,
+        room_id: &str,
+        within: Duration,
+        reached: impl Fn(&Track) -> bool,
+    ) -> bool {
         let done = || lock(&self.rooms).get(room_id).is_none_or(&reached);
         let wait = async {
             loop {
@@ -472,7 +477,7 @@ impl Inner {
                 notified.await;
             }
         };
-        tokio::time::timeout(CATCH_UP_WAIT, wait).await.is_ok()
+        tokio::time::timeout(within, wait).await.is_ok()
     }
 
     /// Stops following every room's members: a presence change may have been missed (pub/sub
@@ -754,11 +759,25 @@ impl Broker for RedisBroker {
             (Some(epoch), Some(seq)) => *epoch != page.epoch || seq >= page.seq,
             _ => false,
         };
-        if !self.inner.wait_for_track(room_id, reached).await {
+        if !self
+            .inner
+            .wait_for_track(room_id, CATCH_UP_WAIT, reached)
+            .await
+        {
             metrics::counter!("switchyard_broker_seq_catch_up_timeouts_total").increment(1);
             page.caught_up = false;
         }
         Ok(page)
+    }
+
+    async fn delivered_locally(&self, room_id: &str, seq: u64, within: Duration) {
+        // The receive path moves the room's position after handing the message on. The
+        // script's reply and its SPUBLISH leave Redis together, on two connections: the
+        // message is often there already, and otherwise usually comes soon after.
+        let there = |track: &Track| track.seq.is_some_and(|delivered| delivered >= seq);
+        if !self.inner.wait_for_track(room_id, within, there).await {
+            metrics::counter!("switchyard_broker_echo_wait_timeouts_total").increment(1);
+        }
     }
 
     async fn subscribe_room(&self, room_id: &str) -> Result<(), BrokerError> {

@@ -291,7 +291,9 @@ impl MemberCache {
 /// the room's channel: pub/sub keeps one channel's order, so nothing older can follow.
 async fn wait_until_received(inner: &Inner, room_id: &str, version: u64) -> bool {
     let received = inner
-        .wait_for_track(room_id, |track| track.presence >= version)
+        .wait_for_track(room_id, super::CATCH_UP_WAIT, |track| {
+            track.presence >= version
+        })
         .await;
     if !received {
         metrics::counter!("switchyard_broker_presence_catch_up_timeouts_total").increment(1);
