@@ -64,8 +64,9 @@ pub const FRAGMENT_BYTES: usize = 8 * 1024;
 /// is refused with `unavailable`, to be tried again.
 pub const JOIN_WAIT_MAX: Duration = Duration::from_secs(10);
 /// Longest a publisher's `ack` waits for the node to deliver the publisher's own message, so
-/// that both leave in one frame (one write, not two). It is usually there within a fraction of
-/// a millisecond; when the node's pub/sub is behind, the ack goes after this long regardless.
+/// that both leave in one frame (one write, not two). It is often there already, and otherwise
+/// usually comes within a millisecond or two; when the node's pub/sub is behind, the ack goes
+/// after this long regardless (`switchyard_broker_echo_wait_timeouts_total`).
 pub const ECHO_WAIT: Duration = Duration::from_millis(5);
 /// The `retryAfterMs` of a join refused for that.
 const JOIN_RETRY_AFTER_MS: u64 = 1_000;
