@@ -583,5 +583,21 @@ async fn delivered_locally_waits_until_the_node_has_handed_the_message_on() {
         waited >= Duration::from_millis(100) && waited < SOON,
         "waited {waited:?} for a message that never comes, with a bound of 100 ms"
     );
+
+    // The room stops being served while a wait is on: the wait ends then, not at its bound.
+    let started = Instant::now();
+    tokio::join!(
+        broker.delivered_locally("echo", published.seq + 1, SOON),
+        async {
+            // Gives the wait time to begin; begun later, it finds the room gone at once.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            broker.unsubscribe_room("echo").await;
+        }
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited < SOON / 2,
+        "the wait went on for {waited:?} after its room stopped being served"
+    );
     broker.close().await;
 }

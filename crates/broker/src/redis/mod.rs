@@ -147,8 +147,6 @@ pub(crate) struct Inner {
     /// Rooms whose gap could not be filled yet (Redis did not answer): retried by the
     /// receive task. At most one entry per tracked room.
     behind: Mutex<HashSet<Arc<str>>>,
-    /// Woken whenever a room's delivered seq or received presence version moves.
-    reached: tokio::sync::Notify,
     presence: LocalPresence,
     scripts: Scripts,
     started: Instant,
@@ -166,6 +164,9 @@ struct Track {
     presence: u64,
     /// The room's members, once a join read them (see [`presence::MemberCache`]).
     members: Option<presence::MemberCache>,
+    /// Woken when `seq` or `presence` moves, and when the room stops being served: what joins
+    /// and publishes of this room wait on (per room, so a delivery wakes no other room's).
+    reached: Arc<tokio::sync::Notify>,
 }
 
 struct Scripts {
@@ -323,7 +324,6 @@ impl RedisBroker {
             volatile,
             rooms: Mutex::default(),
             behind: Mutex::default(),
-            reached: tokio::sync::Notify::new(),
             scripts: Scripts {
                 publish: lua!("lua/publish.lua"),
                 history: lua!("lua/history.lua"),
@@ -468,9 +468,14 @@ impl Inner {
         let done = || lock(&self.rooms).get(room_id).is_none_or(&reached);
         let wait = async {
             loop {
-                let notified = self.reached.notified();
+                let signal = match lock(&self.rooms).get(room_id) {
+                    Some(track) if !reached(track) => track.reached.clone(),
+                    _ => return,
+                };
+                let notified = signal.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
+                // A move between the check above and `enable` did not wake us: look again.
                 if done() {
                     return;
                 }
@@ -790,11 +795,16 @@ impl Broker for RedisBroker {
         // after SSUBSCRIBE, so nothing falls between) and later subscribers find it set.
         let start_tracking = || async {
             let page = inner.read_history(room_id, None, None, 1).await?;
-            if let Some(track) = lock(&inner.rooms).get_mut(room_id) {
+            let reached = lock(&inner.rooms).get_mut(room_id).map(|track| {
                 if track.seq.is_none() {
                     track.seq = Some(page.seq);
                     track.epoch = Some(page.epoch);
                 }
+                track.reached.clone()
+            });
+            // Joins of the room that read the position meanwhile wait for it to be set.
+            if let Some(reached) = reached {
+                reached.notify_waiters();
             }
             Ok(())
         };
@@ -865,12 +875,19 @@ impl Broker for RedisBroker {
 impl Inner {
     fn forget_room(&self, room_id: &str) {
         let mut rooms = lock(&self.rooms);
-        if let Some(track) = rooms.get_mut(room_id) {
-            track.refs = track.refs.saturating_sub(1);
-            if track.refs == 0 {
-                rooms.remove(room_id);
-                lock(&self.behind).remove(room_id);
-            }
+        let Some(track) = rooms.get_mut(room_id) else {
+            return;
+        };
+        track.refs = track.refs.saturating_sub(1);
+        if track.refs > 0 {
+            return;
+        }
+        let gone = rooms.remove(room_id);
+        lock(&self.behind).remove(room_id);
+        drop(rooms);
+        // Whoever waits on the room sees it no longer served, and stops waiting.
+        if let Some(track) = gone {
+            track.reached.notify_waiters();
         }
     }
 }
