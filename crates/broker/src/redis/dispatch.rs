@@ -227,16 +227,12 @@ impl Inner {
     /// [`presence::join`](super::presence::join) to wait on, and applies the change to the
     /// room's followed members.
     fn presence_seen(&self, room_id: &str, version: u64, change: Option<&ServerMessage>) {
-        let reached = lock(&self.rooms).get_mut(room_id).map(|track| {
+        self.change_track(room_id, |track| {
             track.presence = track.presence.max(version);
             if let Some(members) = &mut track.members {
                 members.apply(version, change);
             }
-            track.reached.clone()
         });
-        if let Some(reached) = reached {
-            reached.notify_waiters();
-        }
     }
 
     async fn durable(&self, room_id: &str, seq: u64, epoch: &str, message: ServerMessage) {
@@ -322,15 +318,11 @@ impl Inner {
             presence: None,
         };
         self.sink.room_event(room_id, &event);
-        let reached = lock(&self.rooms).get_mut(room_id).map(|track| {
+        self.change_track(room_id, |track| {
             if track.epoch.as_ref() == Some(&epoch) && track.seq.is_some_and(|last| last < seq) {
                 track.seq = Some(seq);
             }
-            track.reached.clone()
         });
-        if let Some(reached) = reached {
-            reached.notify_waiters();
-        }
     }
 
     /// Delivers, in order, what the room's history holds past what the node delivered. When
@@ -367,16 +359,18 @@ impl Inner {
                     room = room_id,
                     "the room's history was lost; a new epoch starts"
                 );
-                let reached = match lock(&self.rooms).get_mut(room_id) {
-                    Some(track) if track.epoch.as_deref() == Some(&*epoch) => {
+                // A join that read the new epoch waits for the node to be in it.
+                let moved = self.change_track(room_id, |track| {
+                    let ours = track.epoch.as_deref() == Some(&*epoch);
+                    if ours {
                         track.epoch = Some(page.epoch.clone());
                         track.seq = Some(0);
-                        track.reached.clone()
                     }
-                    _ => return true,
-                };
-                // A join that read the new epoch waits for the node to be in it.
-                reached.notify_waiters();
+                    ours
+                });
+                if moved != Some(true) {
+                    return true;
+                }
                 continue;
             }
             if !page.complete {

@@ -376,7 +376,8 @@ fn script_slot(first_key: Option<&String>, connections: usize) -> usize {
     })
 }
 
-/// Ends a connection that is up; one that is down stops reconnecting when dropped.
+/// Ends a connection that is up. A `QUIT` to one that is down would wait in fred's queue for a
+/// reconnection; at shutdown there is nothing of it to end.
 async fn quit_if_connected(client: &impl ClientLike) {
     if client.is_connected() {
         let _ = client.quit().await;
@@ -795,17 +796,13 @@ impl Broker for RedisBroker {
         // after SSUBSCRIBE, so nothing falls between) and later subscribers find it set.
         let start_tracking = || async {
             let page = inner.read_history(room_id, None, None, 1).await?;
-            let reached = lock(&inner.rooms).get_mut(room_id).map(|track| {
+            // Joins of the room that read the position meanwhile wait for it to be set.
+            inner.change_track(room_id, |track| {
                 if track.seq.is_none() {
                     track.seq = Some(page.seq);
                     track.epoch = Some(page.epoch);
                 }
-                track.reached.clone()
             });
-            // Joins of the room that read the position meanwhile wait for it to be set.
-            if let Some(reached) = reached {
-                reached.notify_waiters();
-            }
             Ok(())
         };
         let result = inner
@@ -873,6 +870,18 @@ impl Broker for RedisBroker {
 }
 
 impl Inner {
+    /// Changes a served room's track, then wakes whatever waits on it (outside the lock: a
+    /// woken wait takes it to look). `None` when the node does not serve the room.
+    fn change_track<R>(&self, room_id: &str, change: impl FnOnce(&mut Track) -> R) -> Option<R> {
+        let (result, reached) = {
+            let mut rooms = lock(&self.rooms);
+            let track = rooms.get_mut(room_id)?;
+            (change(track), track.reached.clone())
+        };
+        reached.notify_waiters();
+        Some(result)
+    }
+
     fn forget_room(&self, room_id: &str) {
         let mut rooms = lock(&self.rooms);
         let Some(track) = rooms.get_mut(room_id) else {
