@@ -595,7 +595,7 @@ impl Session {
             floor = page
                 .messages
                 .last()
-                .and_then(|m| m.message().seq())
+                .and_then(|m| m.seq())
                 .unwrap_or(0)
                 .max(page.seq);
             self.conn.queue.push_replay(page.messages);

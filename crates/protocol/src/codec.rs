@@ -213,9 +213,14 @@ fn msgpack_field(out: &mut Vec<u8>, name: &str, value: &dyn FieldValue) -> Resul
 
 /// A message shared by every recipient on this node, encoded at most once per encoding, on
 /// first use. The fan-out path hands out `Arc<SharedFrame>`: one refcount per delivery.
+///
+/// A message that came from another node already encoded as JSON ([`SharedFrame::from_json`])
+/// is decoded only if something asks for the message itself or for MessagePack: a node whose
+/// clients all speak JSON passes the bytes on as they came.
 #[derive(Debug)]
 pub struct SharedFrame {
-    message: ServerMessage,
+    message: OnceLock<ServerMessage>,
+    seq: Option<u64>,
     json: OnceLock<Bytes>,
     msgpack: OnceLock<Bytes>,
 }
@@ -223,14 +228,44 @@ pub struct SharedFrame {
 impl SharedFrame {
     pub fn new(message: ServerMessage) -> Self {
         SharedFrame {
-            message,
+            seq: message.seq(),
+            message: OnceLock::from(message),
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
         }
     }
 
+    /// A message already encoded as JSON (one object), with its seq if it is durable. The bytes
+    /// are trusted to be what [`encode`] would write for some message (they come from this
+    /// server's own nodes); if they do not decode when the message is needed, it becomes an
+    /// `internal` error (see [`SharedFrame::message`]).
+    pub fn from_json(json: Bytes, seq: Option<u64>) -> Self {
+        SharedFrame {
+            message: OnceLock::new(),
+            seq,
+            json: OnceLock::from(json),
+            msgpack: OnceLock::new(),
+        }
+    }
+
+    /// The message. One made by [`SharedFrame::from_json`] is decoded the first time; bytes that
+    /// do not decode give an `internal` error message instead (never a panic).
     pub fn message(&self) -> &ServerMessage {
-        &self.message
+        self.message.get_or_init(|| {
+            let json = self.json.get().map(|b| &b[..]).unwrap_or_default();
+            serde_json::from_slice(json).unwrap_or_else(|e| {
+                ServerMessage::error(
+                    crate::ErrorCode::Internal,
+                    format!("a message from another node did not decode: {e}"),
+                    None,
+                )
+            })
+        })
+    }
+
+    /// The per-room seq of a durable message (without decoding it).
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
     }
 
     /// The encoded message; encodes it the first time an encoding is asked for.
@@ -239,7 +274,7 @@ impl SharedFrame {
             Encoding::Json => &self.json,
             Encoding::MsgPack => &self.msgpack,
         };
-        cell.get_or_init(|| encode(&self.message, encoding))
+        cell.get_or_init(|| encode(self.message(), encoding))
     }
 }
 
@@ -320,6 +355,29 @@ mod tests {
             ts,
             reference: Some(Ref::Int(1)),
         }
+    }
+
+    #[test]
+    fn a_frame_from_json_is_decoded_only_when_needed_and_never_panics() {
+        let json = Bytes::from_static(br#"{"ts":5,"type":"pong","ref":1}"#);
+        let frame = SharedFrame::from_json(json.clone(), None);
+        // JSON clients get the bytes as they came.
+        assert_eq!(frame.encoded(Encoding::Json), &json);
+        assert_eq!(frame.message(), &pong(5));
+        assert_eq!(
+            frame.encoded(Encoding::MsgPack),
+            &encode(&pong(5), Encoding::MsgPack)
+        );
+
+        let broken = SharedFrame::from_json(Bytes::from_static(b"{\"type\":\"pong\"}"), Some(3));
+        assert_eq!(broken.seq(), Some(3));
+        assert!(matches!(
+            broken.message(),
+            ServerMessage::Error {
+                code: crate::ErrorCode::Internal,
+                ..
+            }
+        ));
     }
 
     #[test]

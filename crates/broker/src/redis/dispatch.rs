@@ -18,7 +18,7 @@ use tokio::sync::broadcast::{error::RecvError, Receiver};
 
 use switchyard_protocol::{ServerMessage, SharedFrame};
 
-use super::envelope::{self, Envelope};
+use super::envelope::{self, DurableBody, Envelope};
 use super::{room_of_channel, Inner, Track, CANARY_INTERVAL, CANARY_TIMEOUT};
 use crate::{lock, RoomEvent, UserEvent};
 
@@ -136,13 +136,9 @@ impl Inner {
         };
         let channel: &str = &message.channel;
         match envelope {
-            Envelope::Durable {
-                seq,
-                epoch,
-                message,
-            } => {
+            Envelope::Durable { seq, epoch, body } => {
                 if let Some(room) = room_of_channel(channel) {
-                    self.durable(room, seq, &epoch, message).await;
+                    self.durable(room, seq, &epoch, body).await;
                 }
             }
             Envelope::Volatile {
@@ -235,7 +231,7 @@ impl Inner {
         });
     }
 
-    async fn durable(&self, room_id: &str, seq: u64, epoch: &str, message: ServerMessage) {
+    async fn durable(&self, room_id: &str, seq: u64, epoch: &str, body: DurableBody) {
         let next = {
             let mut rooms = lock(&self.rooms);
             let Some(track) = rooms.get_mut(room_id) else {
@@ -261,7 +257,7 @@ impl Inner {
         };
         match next {
             Next::Deliver(epoch) => {
-                self.deliver(room_id, seq, epoch, Arc::new(SharedFrame::new(message)))
+                self.deliver(room_id, seq, epoch, Arc::new(body.into_frame(seq)))
             }
             Next::Duplicate => {}
             Next::CatchUp(why) => {
@@ -281,7 +277,7 @@ impl Inner {
                 // Delivered by the catch-up, or live right after it; a message of another
                 // epoch than the room's current one is dropped.
                 if let Some(epoch) = self.is_next(room_id, seq, epoch, true) {
-                    self.deliver(room_id, seq, epoch, Arc::new(SharedFrame::new(message)));
+                    self.deliver(room_id, seq, epoch, Arc::new(body.into_frame(seq)));
                 }
             }
         }
@@ -384,7 +380,7 @@ impl Inner {
             metrics::counter!("switchyard_broker_gap_filled_messages_total")
                 .increment(page.messages.len() as u64);
             for frame in page.messages {
-                let Some(seq) = frame.message().seq() else {
+                let Some(seq) = frame.seq() else {
                     continue;
                 };
                 if let Some(epoch) = self.is_next(room_id, seq, &epoch, false) {

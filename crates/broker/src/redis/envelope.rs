@@ -1,6 +1,11 @@
 //! What nodes send each other through Redis: one byte for the kind, then length-prefixed fields
 //! (`<decimal length>:<bytes>`), simple enough to build in a Lua script by concatenation. Bodies
-//! are MessagePack-encoded [`ServerMessage`]s.
+//! are MessagePack-encoded [`ServerMessage`]s, except a durable message's: its JSON without `seq`
+//! and `ts`, which the publish script assigns. A receiving node puts them in front and hands the
+//! bytes to its JSON clients as they are: a durable message is encoded once per cluster, and a
+//! node decodes it only for MessagePack clients. (A durable body that starts with a MessagePack
+//! map, as older nodes wrote it, is still read: a JSON body starts with `{`, which no
+//! MessagePack map does.)
 //!
 //! | kind | fields | published by |
 //! |---|---|---|
@@ -13,14 +18,16 @@
 //! | `X` user disconnect | user, reason | a node |
 //! | `C` canary | nonce | a node, to its own channel |
 
-use switchyard_protocol::ServerMessage;
+use bytes::Bytes;
+use std::io::Write;
+use switchyard_protocol::{codec::SharedFrame, ServerMessage};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Envelope {
     Durable {
         seq: u64,
         epoch: String,
-        message: ServerMessage,
+        body: DurableBody,
     },
     Volatile {
         origin: String,
@@ -52,6 +59,24 @@ pub(crate) enum Envelope {
     },
 }
 
+/// A durable message as it arrived, its seq and time in place.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum DurableBody {
+    /// The message as JSON, byte for byte what its JSON clients get.
+    Json(Bytes),
+    /// Decoded from MessagePack (written by an older node).
+    Message(ServerMessage),
+}
+
+impl DurableBody {
+    pub(crate) fn into_frame(self, seq: u64) -> SharedFrame {
+        match self {
+            DurableBody::Json(json) => SharedFrame::from_json(json, Some(seq)),
+            DurableBody::Message(message) => SharedFrame::new(message),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("malformed envelope: {0}")]
 pub(crate) struct EnvelopeError(String);
@@ -63,9 +88,48 @@ fn field(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// MessagePack of a message, as it travels between nodes.
-pub(crate) fn body(message: &ServerMessage) -> Vec<u8> {
+pub(crate) fn body_of(message: &ServerMessage) -> Vec<u8> {
     // Serializing our own message types into a Vec cannot fail.
     rmp_serde::to_vec_named(message).unwrap_or_default()
+}
+
+/// What a publish hands the publish script for a durable message: its JSON without `seq` and
+/// `ts` (the script assigns them; [`decode`] puts them back in front).
+pub(crate) fn durable_body(message: &ServerMessage) -> Vec<u8> {
+    // Serializing our own message types cannot fail.
+    let mut value = serde_json::to_value(message).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("seq");
+        fields.remove("ts");
+    }
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+/// A durable body with its seq and time put in: `{"seq":N,"ts":T,` then the rest of the JSON
+/// object, or the MessagePack message with both fields set.
+fn placed(body: &[u8], seq: u64, ts: u64) -> Result<DurableBody, EnvelopeError> {
+    let Some(fields) = body.strip_prefix(b"{") else {
+        let mut message = from_body(body)?;
+        place(&mut message, seq, ts);
+        return Ok(DurableBody::Message(message));
+    };
+    if !fields.ends_with(b"}") {
+        return Err(EnvelopeError("body: not a JSON object".into()));
+    }
+    // `{"seq":` and `,"ts":` and two u64s: at most 53 bytes.
+    let mut prefix = [0u8; 56];
+    let mut rest = &mut prefix[..];
+    let _ = write!(rest, "{{\"seq\":{seq},\"ts\":{ts}");
+    let prefix_len = 56 - rest.len();
+    let comma = fields != b"}";
+    // At its exact length: `Bytes` from a full Vec needs no shared header.
+    let mut json = Vec::with_capacity(prefix_len + comma as usize + fields.len());
+    json.extend_from_slice(&prefix[..prefix_len]);
+    if comma {
+        json.push(b',');
+    }
+    json.extend_from_slice(fields);
+    Ok(DurableBody::Json(Bytes::from(json)))
 }
 
 pub(crate) fn volatile(
@@ -73,7 +137,7 @@ pub(crate) fn volatile(
     exclude_user: Option<&str>,
     message: &ServerMessage,
 ) -> Vec<u8> {
-    let body = body(message);
+    let body = body_of(message);
     let mut out = Vec::with_capacity(body.len() + 64);
     out.push(b'V');
     field(&mut out, origin.as_bytes());
@@ -83,7 +147,7 @@ pub(crate) fn volatile(
 }
 
 pub(crate) fn user_event(user_id: &str, message: &ServerMessage) -> Vec<u8> {
-    let body = body(message);
+    let body = body_of(message);
     let mut out = Vec::with_capacity(body.len() + user_id.len() + 16);
     out.push(b'U');
     field(&mut out, user_id.as_bytes());
@@ -137,8 +201,13 @@ impl<'a> Fields<'a> {
     }
 
     fn message(&mut self) -> Result<ServerMessage, EnvelopeError> {
-        rmp_serde::from_slice(self.next()?).map_err(|e| EnvelopeError(format!("body: {e}")))
+        from_body(self.next()?)
     }
+}
+
+/// The message of a MessagePack body.
+fn from_body(body: &[u8]) -> Result<ServerMessage, EnvelopeError> {
+    rmp_serde::from_slice(body).map_err(|e| EnvelopeError(format!("body: {e}")))
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
@@ -151,13 +220,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
             let seq = f.number()?;
             let epoch = f.text()?;
             let ts = f.number()?;
-            let mut message = f.message()?;
-            place(&mut message, seq, ts);
-            Envelope::Durable {
-                seq,
-                epoch,
-                message,
-            }
+            let body = placed(f.next()?, seq, ts)?;
+            Envelope::Durable { seq, epoch, body }
         }
         b'V' => {
             let origin = f.text()?;
@@ -295,42 +359,76 @@ mod tests {
         assert!(decode(&bytes).is_err(), "a join holds a volatile envelope");
     }
 
-    #[test]
-    fn durable_gets_its_place_on_receipt() {
-        let message = ServerMessage::NewMessage {
-            room_id: "r".into(),
-            id: "x".into(),
-            seq: 0,
-            user_id: "u".into(),
-            name: None,
-            text: "hi".into(),
-            data: Some(serde_json::json!({"n": 1})),
-            ts: 0,
-            temp_id: Ref::Int(3),
-        };
+    fn durable(seq: &[u8], ts: &[u8], body: &[u8]) -> Vec<u8> {
         // What the publish script builds: 'D' .. f(seq) .. f(epoch) .. f(ts) .. f(body).
         let mut bytes = vec![b'D'];
-        field(&mut bytes, b"17");
+        field(&mut bytes, seq);
         field(&mut bytes, b"ep");
-        field(&mut bytes, b"1700000000000");
-        field(&mut bytes, &body(&message));
-        let Envelope::Durable {
+        field(&mut bytes, ts);
+        field(&mut bytes, body);
+        bytes
+    }
+
+    #[test]
+    fn durable_gets_its_place_on_receipt() {
+        let draft = |seq, ts| ServerMessage::NewMessage {
+            room_id: "r".into(),
+            id: "x".into(),
             seq,
-            epoch,
-            message,
-        } = decode(&bytes).unwrap()
+            user_id: "u".into(),
+            name: None,
+            text: "hi \"seq\":0 }".into(),
+            data: Some(serde_json::json!({"seq": 1, "ts": 2})),
+            ts,
+            temp_id: Ref::Int(3),
+        };
+        let placed = draft(17, 1_700_000_000_000);
+        // The body as this version publishes it: JSON without seq and ts (not those in `data`).
+        let body = durable_body(&draft(0, 0));
+        let fields: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(fields.get("seq").is_none() && fields.get("ts").is_none());
+        assert_eq!(fields["data"], serde_json::json!({"seq": 1, "ts": 2}));
+        let Envelope::Durable { seq, epoch, body } =
+            decode(&durable(b"17", b"1700000000000", &body)).unwrap()
         else {
             panic!("not durable")
         };
         assert_eq!((seq, epoch.as_str()), (17, "ep"));
-        assert_eq!(message.seq(), Some(17));
-        assert!(matches!(
-            message,
-            ServerMessage::NewMessage {
-                ts: 1_700_000_000_000,
-                ..
-            }
-        ));
+        let DurableBody::Json(json) = &body else {
+            panic!("a JSON body is passed on as JSON")
+        };
+        assert!(json.starts_with(br#"{"seq":17,"ts":1700000000000,""#));
+        let frame = body.into_frame(seq);
+        assert_eq!(frame.seq(), Some(17));
+        assert_eq!(frame.message(), &placed);
+        // MessagePack clients get the message encoded from it, as for any other message.
+        assert_eq!(
+            frame.encoded(switchyard_protocol::Encoding::MsgPack),
+            &switchyard_protocol::codec::encode(&placed, switchyard_protocol::Encoding::MsgPack)
+        );
+
+        // A MessagePack body, as older nodes wrote it (and their history entries still are).
+        let Envelope::Durable { body, .. } =
+            decode(&durable(b"17", b"1700000000000", &body_of(&draft(0, 0)))).unwrap()
+        else {
+            panic!("not durable")
+        };
+        assert_eq!(body, DurableBody::Message(placed));
+    }
+
+    #[test]
+    fn a_durable_body_that_is_not_an_object_is_an_error() {
+        for body in [&b"{\"type\":\"new-message\""[..], b"[1]", b"\x01"] {
+            assert!(decode(&durable(b"1", b"2", body)).is_err(), "{body:?}");
+        }
+        // The smallest object still comes out as one.
+        let Envelope::Durable { body, .. } = decode(&durable(b"1", b"2", b"{}")).unwrap() else {
+            panic!("not durable")
+        };
+        assert_eq!(
+            body,
+            DurableBody::Json(Bytes::from_static(br#"{"seq":1,"ts":2}"#))
+        );
     }
 
     #[test]

@@ -602,8 +602,8 @@ impl Inner {
                 return Err(bad_reply("history entry"));
             };
             match envelope::decode(bytes) {
-                Ok(envelope::Envelope::Durable { message, .. }) => {
-                    page.messages.push(Arc::new(SharedFrame::new(message)));
+                Ok(envelope::Envelope::Durable { seq, body, .. }) => {
+                    page.messages.push(Arc::new(body.into_frame(seq)));
                 }
                 Ok(_) | Err(_) => {
                     tracing::warn!(room = room_id, "skipping a malformed history entry");
@@ -680,7 +680,7 @@ impl Broker for RedisBroker {
         ];
         let args: Vec<Value> = vec![
             new_epoch().to_string().into(),
-            bytes::Bytes::from(envelope::body(&message)).into(),
+            bytes::Bytes::from(envelope::durable_body(&message)).into(),
             (inner.config.history_size as i64).into(),
             (inner.config.history_ttl.as_millis() as i64).into(),
             (inner.meta_ttl_s() as i64).into(),

@@ -1,7 +1,8 @@
 -- Durable publish, atomically on the room's shard: dedupe, next seq, history append, publish.
 -- KEYS: 1 meta, 2 log, 3 room channel, 4 dedupe key (all with the room's hash tag)
--- ARGV: 1 new epoch (used if the room has none), 2 message body, 3 history size,
---       4 history ttl ms, 5 meta ttl s, 6 dedupe ttl s (0: no tempId), 7 message id
+-- ARGV: 1 new epoch (used if the room has none), 2 message body (JSON without seq and ts),
+--       3 history size, 4 history ttl ms, 5 meta ttl s, 6 dedupe ttl s (0: no tempId),
+--       7 message id
 -- Returns {duplicate (0/1), "seq:ts:id", epoch}
 if ARGV[6] ~= '0' then
   local first = redis.call('GET', KEYS[4])
