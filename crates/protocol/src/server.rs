@@ -198,6 +198,9 @@ pub enum ServerMessage {
     NewMessage {
         room_id: String,
         id: String,
+        /// 0 (not written) only before the seq is assigned: in the body a node hands the
+        /// publish script, which assigns the seq and time.
+        #[serde(default, skip_serializing_if = "unassigned")]
         seq: u64,
         user_id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,6 +208,8 @@ pub enum ServerMessage {
         text: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data: Option<Value>,
+        /// 0 (not written) only before the time is assigned, like `seq`.
+        #[serde(default, skip_serializing_if = "unassigned")]
         ts: u64,
         temp_id: Ref,
     },
@@ -268,6 +273,11 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
     },
+}
+
+/// A seq or time not assigned yet (seqs start at 1).
+fn unassigned(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ServerMessage {

@@ -18,7 +18,7 @@ use tokio::sync::broadcast::{error::RecvError, Receiver};
 
 use switchyard_protocol::{ServerMessage, SharedFrame};
 
-use super::envelope::{self, DurableBody, Envelope};
+use super::envelope::{self, Envelope};
 use super::{room_of_channel, Inner, Track, CANARY_INTERVAL, CANARY_TIMEOUT};
 use crate::{lock, RoomEvent, UserEvent};
 
@@ -231,7 +231,7 @@ impl Inner {
         });
     }
 
-    async fn durable(&self, room_id: &str, seq: u64, epoch: &str, body: DurableBody) {
+    async fn durable(&self, room_id: &str, seq: u64, epoch: &str, body: envelope::Placed) {
         let next = {
             let mut rooms = lock(&self.rooms);
             let Some(track) = rooms.get_mut(room_id) else {

@@ -27,7 +27,7 @@ pub(crate) enum Envelope {
     Durable {
         seq: u64,
         epoch: String,
-        body: DurableBody,
+        body: Placed,
     },
     Volatile {
         origin: String,
@@ -61,18 +61,18 @@ pub(crate) enum Envelope {
 
 /// A durable message as it arrived, its seq and time in place.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum DurableBody {
+pub(crate) enum Placed {
     /// The message as JSON, byte for byte what its JSON clients get.
     Json(Bytes),
     /// Decoded from MessagePack (written by an older node).
     Message(ServerMessage),
 }
 
-impl DurableBody {
+impl Placed {
     pub(crate) fn into_frame(self, seq: u64) -> SharedFrame {
         match self {
-            DurableBody::Json(json) => SharedFrame::from_json(json, Some(seq)),
-            DurableBody::Message(message) => SharedFrame::new(message),
+            Placed::Json(json) => SharedFrame::from_json(json, Some(seq)),
+            Placed::Message(message) => SharedFrame::new(message),
         }
     }
 }
@@ -93,25 +93,26 @@ pub(crate) fn body_of(message: &ServerMessage) -> Vec<u8> {
     rmp_serde::to_vec_named(message).unwrap_or_default()
 }
 
-/// What a publish hands the publish script for a durable message: its JSON without `seq` and
-/// `ts` (the script assigns them; [`decode`] puts them back in front).
-pub(crate) fn durable_body(message: &ServerMessage) -> Vec<u8> {
-    // Serializing our own message types cannot fail.
-    let mut value = serde_json::to_value(message).unwrap_or_default();
-    if let Some(fields) = value.as_object_mut() {
-        fields.remove("seq");
-        fields.remove("ts");
+/// What a publish hands the publish script for a durable message, made with seq and time 0:
+/// its JSON without `seq` and `ts` (the script assigns them; [`decode`] puts them in front).
+pub(crate) fn durable_body(mut message: ServerMessage) -> Vec<u8> {
+    match &mut message {
+        // A new-message's seq and time of 0 are not written.
+        ServerMessage::NewMessage { seq, ts, .. } => debug_assert!(*seq == 0 && *ts == 0),
+        ServerMessage::Event { seq, ts, .. } => (*seq, *ts) = (None, None),
+        _ => {}
     }
-    serde_json::to_vec(&value).unwrap_or_default()
+    // Serializing our own message types cannot fail.
+    serde_json::to_vec(&message).unwrap_or_default()
 }
 
 /// A durable body with its seq and time put in: `{"seq":N,"ts":T,` then the rest of the JSON
 /// object, or the MessagePack message with both fields set.
-fn placed(body: &[u8], seq: u64, ts: u64) -> Result<DurableBody, EnvelopeError> {
+fn placed(body: &[u8], seq: u64, ts: u64) -> Result<Placed, EnvelopeError> {
     let Some(fields) = body.strip_prefix(b"{") else {
         let mut message = from_body(body)?;
         place(&mut message, seq, ts);
-        return Ok(DurableBody::Message(message));
+        return Ok(Placed::Message(message));
     };
     if !fields.ends_with(b"}") {
         return Err(EnvelopeError("body: not a JSON object".into()));
@@ -129,7 +130,7 @@ fn placed(body: &[u8], seq: u64, ts: u64) -> Result<DurableBody, EnvelopeError> 
         json.push(b',');
     }
     json.extend_from_slice(fields);
-    Ok(DurableBody::Json(Bytes::from(json)))
+    Ok(Placed::Json(Bytes::from(json)))
 }
 
 pub(crate) fn volatile(
@@ -384,7 +385,7 @@ mod tests {
         };
         let placed = draft(17, 1_700_000_000_000);
         // The body as this version publishes it: JSON without seq and ts (not those in `data`).
-        let body = durable_body(&draft(0, 0));
+        let body = durable_body(draft(0, 0));
         let fields: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert!(fields.get("seq").is_none() && fields.get("ts").is_none());
         assert_eq!(fields["data"], serde_json::json!({"seq": 1, "ts": 2}));
@@ -394,10 +395,10 @@ mod tests {
             panic!("not durable")
         };
         assert_eq!((seq, epoch.as_str()), (17, "ep"));
-        let DurableBody::Json(json) = &body else {
+        let Placed::Json(json) = &body else {
             panic!("a JSON body is passed on as JSON")
         };
-        assert!(json.starts_with(br#"{"seq":17,"ts":1700000000000,""#));
+        assert!(json.starts_with(br#"{"seq":17,"ts":1700000000000,"type":"new-message","#));
         let frame = body.into_frame(seq);
         assert_eq!(frame.seq(), Some(17));
         assert_eq!(frame.message(), &placed);
@@ -413,7 +414,24 @@ mod tests {
         else {
             panic!("not durable")
         };
-        assert_eq!(body, DurableBody::Message(placed));
+        assert_eq!(body, Placed::Message(placed));
+
+        // An event the same way.
+        let event = |seq, ts| ServerMessage::Event {
+            room_id: Some("r".into()),
+            event: "task-updated".into(),
+            data: serde_json::json!({"seq": 1}),
+            seq,
+            user_id: None,
+            id: Some("y".into()),
+            ts,
+            temp_id: None,
+        };
+        let body = durable_body(event(Some(0), Some(0)));
+        let Envelope::Durable { body, .. } = decode(&durable(b"5", b"6", &body)).unwrap() else {
+            panic!("not durable")
+        };
+        assert_eq!(body.into_frame(5).message(), &event(Some(5), Some(6)));
     }
 
     #[test]
@@ -427,7 +445,7 @@ mod tests {
         };
         assert_eq!(
             body,
-            DurableBody::Json(Bytes::from_static(br#"{"seq":1,"ts":2}"#))
+            Placed::Json(Bytes::from_static(br#"{"seq":1,"ts":2}"#))
         );
     }
 

@@ -680,7 +680,7 @@ impl Broker for RedisBroker {
         ];
         let args: Vec<Value> = vec![
             new_epoch().to_string().into(),
-            bytes::Bytes::from(envelope::durable_body(&message)).into(),
+            bytes::Bytes::from(envelope::durable_body(message)).into(),
             (inner.config.history_size as i64).into(),
             (inner.config.history_ttl.as_millis() as i64).into(),
             (inner.meta_ttl_s() as i64).into(),
