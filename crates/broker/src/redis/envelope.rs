@@ -191,12 +191,16 @@ impl<'a> Fields<'a> {
         Ok(value)
     }
 
+    fn str(&mut self) -> Result<&'a str, EnvelopeError> {
+        std::str::from_utf8(self.next()?).map_err(|_| EnvelopeError("not UTF-8".into()))
+    }
+
     fn text(&mut self) -> Result<String, EnvelopeError> {
-        String::from_utf8(self.next()?.to_vec()).map_err(|_| EnvelopeError("not UTF-8".into()))
+        self.str().map(str::to_owned)
     }
 
     fn number(&mut self) -> Result<u64, EnvelopeError> {
-        self.text()?
+        self.str()?
             .parse()
             .map_err(|_| EnvelopeError("bad number".into()))
     }

@@ -182,8 +182,15 @@ macro_rules! lua {
 }
 
 /// Keys of a room, all with the hash tag `{roomId}` (room ids cannot contain braces).
+/// `sy:{<room>}:<part>` (built by hand: `format!` costs several times more, and a publish
+/// makes three of these).
 fn room_key(room_id: &str, part: &str) -> String {
-    format!("sy:{{{room_id}}}:{part}")
+    let mut key = String::with_capacity(6 + room_id.len() + part.len());
+    key.push_str("sy:{");
+    key.push_str(room_id);
+    key.push_str("}:");
+    key.push_str(part);
+    key
 }
 
 fn room_channel(room_id: &str) -> String {
