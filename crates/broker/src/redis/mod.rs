@@ -181,9 +181,9 @@ macro_rules! lua {
     };
 }
 
-/// Keys of a room, all with the hash tag `{roomId}` (room ids cannot contain braces).
-/// `sy:{<room>}:<part>` (built by hand: `format!` costs several times more, and a publish
-/// makes three of these).
+/// A key of a room, `sy:{<room>}:<part>`: all of a room's keys carry the hash tag `{roomId}`
+/// (room ids cannot contain braces). Built by hand: `format!` costs several times more, and a
+/// publish makes three.
 fn room_key(room_id: &str, part: &str) -> String {
     let mut key = String::with_capacity(6 + room_id.len() + part.len());
     key.push_str("sy:{");
