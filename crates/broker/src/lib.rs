@@ -17,7 +17,7 @@ use std::time::Duration;
 use switchyard_protocol::{Member, MemberList, Ref, ServerMessage, SharedFrame};
 
 pub use memory::{MemoryBroker, MemoryConfig};
-pub use redis::{RedisBroker, RedisConfig, RedisServer};
+pub use redis::{DurableFormat, RedisBroker, RedisConfig, RedisServer};
 
 /// Default number of durable messages kept per room for resume.
 pub const DEFAULT_HISTORY_SIZE: usize = 1_000;

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use switchyard_broker::DurableFormat;
 use switchyard_protocol::Limits;
 
 /// One setting: its environment variable, CLI flag, default and help line.
@@ -50,6 +51,7 @@ settings! {
     "SWITCHYARD_HANDSHAKE_TIMEOUT_MS", "handshake-timeout-ms", Some("10000"), "time a client has to send a whole HTTP request head; slower ones (slow loris) are dropped";
     "SWITCHYARD_HISTORY_SIZE", "history-size", Some("1000"), "durable messages kept per room for resume";
     "SWITCHYARD_HISTORY_TTL_S", "history-ttl-s", Some("600"), "how long durable messages are kept, in seconds";
+    "SWITCHYARD_DURABLE_FORMAT", "durable-format", Some("json"), "how durable messages travel between nodes (Redis): json, or msgpack while nodes built before the JSON format share the Redis (a rolling upgrade from them)";
     "SWITCHYARD_QUEUE_MAX", "queue-max", Some("1024"), "outbound queue bound per connection, in messages";
     "SWITCHYARD_BATCH_MAX", "batch-max", Some("128"), "most messages the server writes in one frame";
     "SWITCHYARD_BATCH_DELAY_MS", "batch-delay-ms", Some("20"), "least time between two writes to a busy connection (over 2 messages per delay), so they fill batches; 0: always write at once";
@@ -112,6 +114,8 @@ pub struct Config {
     pub handshake_rate: RateBudget,
     pub history_size: usize,
     pub history_ttl: Duration,
+    /// How durable messages travel between nodes.
+    pub durable_format: DurableFormat,
     pub queue_max: usize,
     pub batch_max: usize,
     pub batch_delay: Duration,
@@ -342,6 +346,17 @@ impl Config {
                 ))
             }
         };
+        let durable_format = match get("SWITCHYARD_DURABLE_FORMAT").as_deref() {
+            Some("json") | None => DurableFormat::Json,
+            Some("msgpack") => DurableFormat::MessagePack,
+            Some(other) => {
+                return Err(invalid(
+                    "SWITCHYARD_DURABLE_FORMAT",
+                    other,
+                    "expected json or msgpack",
+                ))
+            }
+        };
         let max_frame_bytes =
             number("SWITCHYARD_MAX_FRAME_BYTES", 1024, 16 * 1024 * 1024)? as usize;
         let limits = Limits {
@@ -377,6 +392,7 @@ impl Config {
             handshake_rate: budget("SWITCHYARD_HANDSHAKE_PER_SEC", "SWITCHYARD_HANDSHAKE_BURST")?,
             history_size: number("SWITCHYARD_HISTORY_SIZE", 1, 1_000_000)? as usize,
             history_ttl: Duration::from_secs(number("SWITCHYARD_HISTORY_TTL_S", 1, 30 * 86_400)?),
+            durable_format,
             queue_max: number("SWITCHYARD_QUEUE_MAX", 8, 1_000_000)? as usize,
             batch_max: number("SWITCHYARD_BATCH_MAX", 1, 10_000)? as usize,
             batch_delay: Duration::from_millis(number("SWITCHYARD_BATCH_DELAY_MS", 0, 1_000)?),
@@ -605,6 +621,21 @@ mod tests {
             let e = threads(bad).unwrap_err().to_string();
             assert!(e.contains("SWITCHYARD_WORKER_THREADS"), "{e}");
         }
+    }
+
+    #[test]
+    fn durable_format_is_json_or_msgpack() {
+        let format = |raw: &str| {
+            Config::from_env([("SWITCHYARD_DURABLE_FORMAT", raw)]).map(|c| c.durable_format)
+        };
+        assert_eq!(
+            Config::from_env([]).unwrap().durable_format,
+            DurableFormat::Json
+        );
+        assert_eq!(format("msgpack").unwrap(), DurableFormat::MessagePack);
+        assert_eq!(format("json").unwrap(), DurableFormat::Json);
+        let e = format("MessagePack").unwrap_err().to_string();
+        assert!(e.contains("SWITCHYARD_DURABLE_FORMAT"), "{e}");
     }
 
     #[test]

@@ -125,6 +125,7 @@ fn redis_broker(
         history_size: config.history_size,
         history_ttl: config.history_ttl,
         presence_ttl: config.presence_ttl,
+        durable_format: config.durable_format,
     };
     let broker = RedisBroker::new(redis, hub.clone())
         .map_err(|e| StartError::Config(format!("SWITCHYARD_BROKER: {e}")))?;

@@ -116,6 +116,67 @@ async fn a_message_from_one_node_reaches_the_other_with_the_same_seq() {
     b.stop().await;
 }
 
+/// A node writing durable messages in MessagePack (`SWITCHYARD_DURABLE_FORMAT=msgpack`, as nodes
+/// built before the JSON format read only that) and one writing JSON share a room: each reads
+/// the other's messages, live and from the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_writing_either_durable_format_read_each_other() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let mut nodes = Vec::new();
+    for (id, format) in [("node-old", "msgpack"), ("node-new", "json")] {
+        let mut env = vec![
+            ("SWITCHYARD_BROKER", url.as_str()),
+            ("SWITCHYARD_NODE_ID", id),
+            ("SWITCHYARD_DURABLE_FORMAT", format),
+        ];
+        env.extend_from_slice(&FAST);
+        let node = Node::start(&env).await;
+        node.wait_ready().await;
+        nodes.push(node);
+    }
+    let (old, new) = (&nodes[0], &nodes[1]);
+    let mut at_old = old.connect("o").await;
+    let mut at_new = new.connect("n").await;
+    join(&mut at_old, "mixed").await;
+    join(&mut at_new, "mixed").await;
+    for (seq, text) in [(1, "packed"), (2, "as json")] {
+        let from = if seq == 1 { &mut at_old } else { &mut at_new };
+        say(from, "mixed", text, text).await;
+        for client in [&mut at_old, &mut at_new] {
+            let m = client.recv_type("new-message", SOON).await.unwrap();
+            assert_eq!(
+                (m["seq"].as_u64(), m["text"].as_str()),
+                (Some(seq), Some(text))
+            );
+        }
+    }
+    // One entry of each format in the history (a JSON body is written as its text).
+    let history = redis.cli(&["XRANGE", "sy:{mixed}:history", "-", "+"]);
+    assert_eq!(
+        history.matches(r#"{"type":"new-message""#).count(),
+        1,
+        "{history}"
+    );
+    for (name, node) in [("old", old), ("new", new)] {
+        let mut late = node.connect("late").await;
+        late.send(json!({"type": "join-room", "roomId": "mixed", "sinceSeq": 0}))
+            .await
+            .unwrap();
+        let (missed, joined) = messages_until_joined(&mut late).await;
+        let seqs: Vec<_> = missed.iter().map(|m| m["seq"].as_u64()).collect();
+        assert_eq!(
+            seqs,
+            [Some(1), Some(2)],
+            "a resume on the {name} node replays both"
+        );
+        assert_eq!(joined["recovered"], true);
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_is_per_user_across_nodes() {
     let redis = Redis::start();
@@ -548,6 +609,7 @@ async fn delivered_locally_waits_until_the_node_has_handed_the_message_on() {
             history_size: 100,
             history_ttl: Duration::from_secs(60),
             presence_ttl: Duration::from_secs(30),
+            durable_format: Default::default(),
         },
         sink.clone(),
     )

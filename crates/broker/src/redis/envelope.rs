@@ -18,6 +18,7 @@
 //! | `X` user disconnect | user, reason | a node |
 //! | `C` canary | nonce | a node, to its own channel |
 
+use super::DurableFormat;
 use bytes::Bytes;
 use std::io::Write;
 use switchyard_protocol::{codec::SharedFrame, ServerMessage};
@@ -93,9 +94,15 @@ pub(crate) fn body_of(message: &ServerMessage) -> Vec<u8> {
     rmp_serde::to_vec_named(message).unwrap_or_default()
 }
 
-/// What a publish hands the publish script for a durable message, made with seq and time 0:
-/// its JSON without `seq` and `ts` (the script assigns them; [`decode`] puts them in front).
-pub(crate) fn durable_body(mut message: ServerMessage) -> Vec<u8> {
+/// What a publish hands the publish script for a durable message, made with seq and time 0.
+/// In JSON: the message without `seq` and `ts` (the script assigns them; [`decode`] puts them in
+/// front). In MessagePack, as nodes before the JSON format wrote it: the message with both
+/// fields present, as those nodes require (any value: [`decode`] overwrites them).
+pub(crate) fn durable_body(mut message: ServerMessage, format: DurableFormat) -> Vec<u8> {
+    if format == DurableFormat::MessagePack {
+        place(&mut message, 1, 1);
+        return body_of(&message);
+    }
     match &mut message {
         // A new-message's seq and time of 0 are not written.
         ServerMessage::NewMessage { seq, ts, .. } => debug_assert!(*seq == 0 && *ts == 0),
@@ -390,7 +397,7 @@ mod tests {
         };
         let placed = draft(17, 1_700_000_000_000);
         // The body as this version publishes it: JSON without seq and ts (not those in `data`).
-        let body = durable_body(draft(0, 0));
+        let body = durable_body(draft(0, 0), DurableFormat::Json);
         let fields: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert!(fields.get("seq").is_none() && fields.get("ts").is_none());
         assert_eq!(
@@ -416,9 +423,13 @@ mod tests {
             &switchyard_protocol::codec::encode(&placed, switchyard_protocol::Encoding::MsgPack)
         );
 
-        // A MessagePack body, as older nodes wrote it (and their history entries still are).
+        // A MessagePack body, as older nodes wrote it (and their history entries still are), with
+        // seq and time present, as those nodes need them.
+        let old = durable_body(draft(0, 0), DurableFormat::MessagePack);
+        let fields: serde_json::Value = rmp_serde::from_slice(&old).unwrap();
+        assert!(fields["seq"].is_u64() && fields["ts"].is_u64(), "{fields}");
         let Envelope::Durable { body, .. } =
-            decode(&durable(b"17", b"1700000000000", &body_of(&draft(0, 0)))).unwrap()
+            decode(&durable(b"17", b"1700000000000", &old)).unwrap()
         else {
             panic!("not durable")
         };
@@ -435,7 +446,7 @@ mod tests {
             ts,
             temp_id: None,
         };
-        let body = durable_body(event(Some(0), Some(0)));
+        let body = durable_body(event(Some(0), Some(0)), DurableFormat::Json);
         let Envelope::Durable { body, .. } = decode(&durable(b"5", b"6", &body)).unwrap() else {
             panic!("not durable")
         };

@@ -118,6 +118,20 @@ pub struct RedisConfig {
     pub history_ttl: Duration,
     /// How long the presence entries of a node that died without a word live.
     pub presence_ttl: Duration,
+    /// How this node's durable messages travel to the other nodes.
+    pub durable_format: DurableFormat,
+}
+
+/// How a node writes durable messages for the others (and into the history). Every node reads
+/// both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DurableFormat {
+    /// The message's JSON, passed on to JSON clients as it is: encoded once per cluster.
+    #[default]
+    Json,
+    /// MessagePack, the only format nodes built before the JSON one read: for the time they
+    /// share the Redis with newer ones (a rolling upgrade from them).
+    MessagePack,
 }
 
 pub struct RedisBroker {
@@ -687,7 +701,7 @@ impl Broker for RedisBroker {
         ];
         let args: Vec<Value> = vec![
             new_epoch().to_string().into(),
-            bytes::Bytes::from(envelope::durable_body(message)).into(),
+            bytes::Bytes::from(envelope::durable_body(message, inner.config.durable_format)).into(),
             (inner.config.history_size as i64).into(),
             (inner.config.history_ttl.as_millis() as i64).into(),
             (inner.meta_ttl_s() as i64).into(),
