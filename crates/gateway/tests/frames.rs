@@ -7,15 +7,21 @@ use common::*;
 use serde_json::{json, Value};
 use switchyard_client::{ConnectOptions, WsMessage};
 
-#[tokio::test]
-async fn msgpack_both_ways_and_mixed() {
-    let node = Node::start(&[]).await;
-    let opts = |sub: &str| ConnectOptions {
+/// A client whose server frames are MessagePack (`switchyard.v1.msgpack`).
+async fn connect_msgpack(node: &Node, sub: &str) -> switchyard_client::Client {
+    node.connect_opts(ConnectOptions {
         token: Some(token(sub, json!({}))),
         subprotocols: Some("switchyard.v1.msgpack".into()),
         ..Default::default()
-    };
-    let mut packed = node.connect_opts(opts("mp")).await.unwrap();
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn msgpack_both_ways_and_mixed() {
+    let node = Node::start(&[]).await;
+    let mut packed = connect_msgpack(&node, "mp").await;
     let welcome = packed.recv_timeout(SOON).await.unwrap();
     assert_eq!(
         welcome["type"], "welcome",
@@ -56,14 +62,7 @@ async fn msgpack_both_ways_and_mixed() {
 #[tokio::test]
 async fn floats_in_data_arrive_exactly_as_sent() {
     let node = Node::start(&[]).await;
-    let mut packed = node
-        .connect_opts(ConnectOptions {
-            token: Some(token("mp", json!({}))),
-            subprotocols: Some("switchyard.v1.msgpack".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let mut packed = connect_msgpack(&node, "mp").await;
     let mut plain = node.connect("js").await;
     join(&mut packed, "floats").await;
     join(&mut plain, "floats").await;
@@ -383,14 +382,7 @@ async fn large_messages_go_out_in_fragments_and_arrive_whole() {
     assert!(String::from_utf8_lossy(&welcome).contains("welcome"));
     raw.send(json!({"type": "join-room", "roomId": "big"}))
         .await;
-    let mut packed = node
-        .connect_opts(ConnectOptions {
-            token: Some(token("mp", json!({}))),
-            subprotocols: Some("switchyard.v1.msgpack".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let mut packed = connect_msgpack(&node, "mp").await;
     let mut plain = node.connect("js").await;
     join(&mut packed, "big").await;
     join(&mut plain, "big").await;
