@@ -335,28 +335,19 @@ impl Config {
                  (without one, a node only starts in development mode on a loopback address; SWITCHYARD_LISTEN is {listen})"
             )));
         }
-        let log_format = match get("SWITCHYARD_LOG_FORMAT").as_deref() {
-            Some("json") => LogFormat::Json,
-            Some("text") | None => LogFormat::Text,
-            Some(other) => {
-                return Err(invalid(
-                    "SWITCHYARD_LOG_FORMAT",
-                    other,
-                    "expected text or json",
-                ))
-            }
-        };
-        let durable_format = match get("SWITCHYARD_DURABLE_FORMAT").as_deref() {
-            Some("json") | None => DurableFormat::Json,
-            Some("msgpack") => DurableFormat::MessagePack,
-            Some(other) => {
-                return Err(invalid(
-                    "SWITCHYARD_DURABLE_FORMAT",
-                    other,
-                    "expected json or msgpack",
-                ))
-            }
-        };
+        let log_format = choice(
+            "SWITCHYARD_LOG_FORMAT",
+            get("SWITCHYARD_LOG_FORMAT").as_deref(),
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        )?;
+        let durable_format = choice(
+            "SWITCHYARD_DURABLE_FORMAT",
+            get("SWITCHYARD_DURABLE_FORMAT").as_deref(),
+            &[
+                ("json", DurableFormat::Json),
+                ("msgpack", DurableFormat::MessagePack),
+            ],
+        )?;
         let max_frame_bytes =
             number("SWITCHYARD_MAX_FRAME_BYTES", 1024, 16 * 1024 * 1024)? as usize;
         let limits = Limits {
@@ -415,6 +406,25 @@ impl Config {
             log_format,
         })
     }
+}
+
+/// One of a setting's named values; unset, the first.
+fn choice<T: Copy>(
+    setting: &'static str,
+    raw: Option<&str>,
+    options: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(options[0].1);
+    };
+    options
+        .iter()
+        .find(|(name, _)| *name == raw)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+            invalid(setting, raw, &format!("expected {}", names.join(" or ")))
+        })
 }
 
 fn invalid(setting: &'static str, value: &str, reason: &str) -> ConfigError {
